@@ -1,0 +1,188 @@
+"""The `evolveflow` command: run, status, best, init, knowledge add."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from evolveflow.config import ConfigError
+from evolveflow.experiment import ExperimentError, load_experiment
+
+
+class CliError(Exception):
+    """A user-facing error: printed without a traceback, exit status 2."""
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    flags = {
+        "pipeline.sample_n": args.sample_n, "evaluation.script": args.eval_script,
+        "pipeline.parallel.num_workers": args.workers, "api.model": args.model,
+        "pipeline.seed": args.seed, "database.sampling.algorithm": args.algorithm,
+    }
+    if args.eval_script:
+        flags["evaluation.script"] = str(Path(args.eval_script).resolve())
+    return {k: v for k, v in flags.items() if v is not None}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from flows.search import evolve_search  # Prefect import takes seconds: only when needed
+
+    overrides = _overrides(args)
+    load_experiment(args.experiment, config_file=args.config, overrides=overrides)  # fail fast
+    print(f"evolveflow: {args.rounds} rounds of {args.experiment} (Prefect starts a local server "
+          "on first use; that can take ~20 s)", flush=True)
+    evolve_search(
+        experiment=args.experiment, rounds=args.rounds,
+        config_file=str(args.config) if args.config else None, overrides=overrides,
+        root=str(Path.cwd()), progress=True,
+    )
+    return 0
+
+
+def _report(experiment: str) -> tuple[dict, str]:
+    from evolveflow.search_lock import is_locked
+    from storage.report import build_report, read_report
+    from storage.tree import TreeStore
+
+    exp = load_experiment(experiment)
+    if is_locked(exp.lock_path):
+        report = read_report(exp.report_path)
+        if report is None:
+            raise CliError(f"a search on {exp.name} is starting and has not published a report yet")
+        return report, "live snapshot from the running search"
+    if not exp.tree_path.exists():
+        raise CliError(f"{exp.name} has not been run yet: evolveflow run {exp.name} --rounds 10")
+    with TreeStore(exp.tree_path, read_only=True, lock_wait_s=5) as tree:
+        return build_report(tree, exp.name), f"from {exp.tree_path}"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    report, source = _report(args.experiment)
+    if args.json:
+        print(json.dumps(report, indent=1, default=str))
+        return 0
+    best = report["best"]
+    usage = report["usage"]
+    cost = "unknown" if usage["cost_usd"] is None else f"${usage['cost_usd']:.4f}"
+    print(f"{report['experiment']} ({source}, {report['generated_at']})")
+    if report.get("running"):
+        print(f"  running: pid {report['running']['pid']}, {report['running']['rounds_done']} rounds done in this run")
+    print(f"  rounds {report['rounds']}, nodes {report['nodes']}: "
+          + ", ".join(f"{k} {v}" for k, v in sorted(report["by_status"].items())))
+    print(f"  initial score {report['initial_score']}, best score "
+          f"{best['score'] if best else None} (node {best['id'] if best else '-'})")
+    print(f"  LLM calls {usage['llm_calls']}, tokens {usage['prompt_tokens']}+{usage['completion_tokens']}, cost {cost}")
+    return 0
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    report, source = _report(args.experiment)
+    best = report["best"]
+    if best is None:
+        raise CliError(f"{args.experiment} has no evaluated node yet")
+    print(f"# best of {report['experiment']}: node {best['id']}, score {best['score']} "
+          f"({best['attempts']} evaluation attempt(s); {source})")
+    print("# lineage (root -> best):")
+    for step in report["lineage"]:
+        print(f"#   node {step['id']:>5}  round {step['round']:>4}  score {step['score']}  {step['motivation'][:80]}")
+    print(best["code"], end="" if best["code"].endswith("\n") else "\n")
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from evolveflow.scaffold import scaffold_experiment
+
+    target = scaffold_experiment(args.name, Path.cwd() / "experiments")
+    print(f"created {target}: edit input.md, initial_program.py and evaluator.py, then\n"
+          f"  evolveflow run {args.name} --rounds 10")
+    return 0
+
+
+def cmd_knowledge_add(args: argparse.Namespace) -> int:
+    from evolveflow.knowledge import add_knowledge
+    from storage.knowledge_files import load_knowledge_dir
+
+    items: list[dict] = []
+    for path in args.files:
+        path = Path(path)
+        if path.is_dir():
+            items += load_knowledge_dir(path)
+        elif path.is_file():
+            items += load_knowledge_dir(path.parent, only=path.name)
+        else:
+            raise CliError(f"{path}: no such file or folder")
+    if args.title or args.content:
+        if not (args.title and args.content):
+            raise CliError("--title and --content go together")
+        items.append({"title": args.title, "content": args.content, "source": "cli"})
+    if not items:
+        raise CliError("nothing to add: give files/folders, or --title and --content")
+    added = add_knowledge(args.experiment, items)
+    print(f"added {added} knowledge item(s) to {args.experiment} ({len(items) - added} already there)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="evolveflow", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run (or continue) a search")
+    run.add_argument("experiment", help="name under experiments/ or a path to an experiment folder")
+    run.add_argument("--rounds", type=int, required=True, help="rounds to run in this invocation")
+    run.add_argument("--sample-n", type=int, help="pipeline.sample_n: parent + inspirations per round")
+    run.add_argument("--eval-script", help="evaluation.script: an executable called with the candidate's path")
+    run.add_argument("--config", type=Path, help="a YAML file merged after the experiment's config.yaml")
+    run.add_argument("--workers", type=int, help="pipeline.parallel.num_workers")
+    run.add_argument("--model", help="api.model (any litellm model string)")
+    run.add_argument("--seed", type=int, help="pipeline.seed")
+    run.add_argument("--algorithm", choices=["ucb1", "greedy", "random", "island"], help="database.sampling.algorithm")
+    run.set_defaults(func=cmd_run)
+
+    for name, func, text in (("status", cmd_status, "show a search's state"),
+                             ("best", cmd_best, "print the best program and its lineage")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("experiment")
+        if name == "status":
+            p.add_argument("--json", action="store_true", help="print the full report as JSON")
+        p.set_defaults(func=func)
+
+    init = sub.add_parser("init", help="scaffold a new experiment that runs as is")
+    init.add_argument("name")
+    init.set_defaults(func=cmd_init)
+
+    knowledge = sub.add_parser("knowledge", help="manage an experiment's domain knowledge")
+    ksub = knowledge.add_subparsers(dest="knowledge_command", required=True)
+    add = ksub.add_parser("add", help="add knowledge items (.md/.txt/.json/.jsonl files or --title/--content)")
+    add.add_argument("experiment")
+    add.add_argument("files", nargs="*")
+    add.add_argument("--title")
+    add.add_argument("--content")
+    add.set_defaults(func=cmd_knowledge_add)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; user errors print one line and exit 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (CliError, ConfigError, ExperimentError) as exc:
+        print(f"evolveflow: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        # Known user-facing failures from deeper layers carry clear messages of their own.
+        if type(exc).__name__ in {"SearchAlreadyRunning", "InitialProgramFailed", "EvaluatorConfigError",
+                                  "TreeLocked", "KnowledgeFileError", "PromptTemplateError",
+                                  "ScaffoldError"}:
+            print(f"evolveflow: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+    except KeyboardInterrupt:
+        print("evolveflow: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

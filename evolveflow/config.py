@@ -1,0 +1,198 @@
+"""One nested pydantic model for all settings, merged from YAML files and CLI flags."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+OFFLINE_MODEL = "offline/mutator"
+OFFLINE_ANALYST = "offline/analyst"
+
+
+class ConfigError(Exception):
+    """A configuration file or flag is invalid; the message names the key and the source."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ApiConfig(Section):
+    """How LLMs are reached (any litellm model string)."""
+
+    model: str = OFFLINE_MODEL
+    analyzer_model: str | None = None  # None: offline/analyst with the offline model, else `model`
+    api_base: str | None = None
+    api_key_env: str | None = None  # name of the env var holding the key; None: litellm's default
+    temperature: float = Field(0.7, ge=0, le=2)
+    max_tokens: int = Field(4096, gt=0)
+    timeout_s: float = Field(120.0, gt=0)
+    num_retries: int = Field(2, ge=0)  # per model, on 429/5xx/timeouts/resets/empty replies
+    retry_backoff_s: float = Field(1.0, ge=0)  # first backoff; doubles per retry (Retry-After wins)
+    fallbacks: list[str] = Field(default_factory=list)
+    max_reply_attempts: int = Field(2, ge=1)  # LLM calls per round until a reply yields a valid edit
+    seed: int | None = None
+
+    def analyst(self) -> str:
+        if self.analyzer_model:
+            return self.analyzer_model
+        return OFFLINE_ANALYST if self.model.startswith("offline/") else self.model
+
+
+class ParallelConfig(Section):
+    num_workers: int = Field(1, ge=1, le=64)
+
+
+class PipelineConfig(Section):
+    """The loop's shape."""
+
+    sample_n: int = Field(3, ge=1, le=32)  # parent + inspirations shown to the proposer
+    parallel: ParallelConfig = Field(default_factory=ParallelConfig)
+    seed: int = 0
+
+
+class IslandConfig(Section):
+    num_islands: int = Field(4, ge=1)
+    migration_interval: int = Field(10, ge=1)
+    migration_count: int = Field(1, ge=0)
+    # Behaviour descriptors for the MAP-Elites grid: metric name, low, high, number of bins.
+    descriptors: list[tuple[str, float, float, int]] = Field(default_factory=list)
+
+
+class SamplingConfig(Section):
+    algorithm: Literal["ucb1", "greedy", "random", "island"] = "ucb1"
+    ucb_c: float = Field(1.0, ge=0)
+    greedy_top_k: int | None = Field(None, ge=1)
+    island: IslandConfig = Field(default_factory=IslandConfig)
+
+
+class DatabaseConfig(Section):
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+
+
+class RetrievalConfig(Section):
+    top_k: int = Field(3, ge=0, le=50)
+
+
+class CognitionConfig(Section):
+    """Knowledge and lessons in LanceDB."""
+
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    embeddings: bool = True  # False: full-text search only (faster start, no model load)
+    knowledge_dir: str = "knowledge"  # relative to the experiment folder
+    compact_every: int = Field(25, ge=1)  # rounds between LanceDB compactions
+
+
+class EvaluationConfig(Section):
+    """The user's evaluator and its sandbox."""
+
+    script: str | None = None  # eval.sh-style executable; relative to the experiment folder
+    evaluator: str | None = None  # evaluator.py with evaluate(program_path); used if script is None
+    program_file: str = "program.py"  # the name the candidate gets in its working directory
+    timeout_s: float = Field(60.0, gt=0)
+    memory_mb: int | None = Field(4096, gt=0)
+    max_output_bytes: int = Field(1_000_000, gt=0)
+    kill_output_bytes: int = Field(64_000_000, gt=0)
+    sandbox: Literal["auto", "bwrap", "process"] = "auto"
+    repeats: int = Field(1, ge=1, le=50)
+
+
+class TaskRetry(Section):
+    retries: int = Field(2, ge=0)
+    delay_s: float = Field(1.0, ge=0)
+
+
+class TasksConfig(Section):
+    """Prefect retries per task (infrastructure faults only: candidates' own errors are data)."""
+
+    sample: TaskRetry = Field(default_factory=lambda: TaskRetry(retries=1, delay_s=0.5))
+    retrieve: TaskRetry = Field(default_factory=lambda: TaskRetry(retries=1, delay_s=0.5))
+    generate: TaskRetry = Field(default_factory=lambda: TaskRetry(retries=2, delay_s=2.0))
+    evaluate: TaskRetry = Field(default_factory=lambda: TaskRetry(retries=3, delay_s=2.0))
+    analyze: TaskRetry = Field(default_factory=lambda: TaskRetry(retries=1, delay_s=1.0))
+    persist: TaskRetry = Field(default_factory=lambda: TaskRetry(retries=3, delay_s=0.5))
+
+
+class StorageConfig(Section):
+    dir: str | None = None  # None: runs/<experiment name> under the working directory
+
+
+class PromptsConfig(Section):
+    dir: str = "prompts"  # relative to the experiment folder; missing templates fall back to ours
+    max_code_chars: int = Field(12_000, gt=0)  # per program shown; longer code is cut with a note
+
+
+class Config(Section):
+    """Every setting of a search, with its default."""
+
+    initial_program: str = "initial_program.py"
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    cognition: CognitionConfig = Field(default_factory=CognitionConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    tasks: TasksConfig = Field(default_factory=TasksConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    prompts: PromptsConfig = Field(default_factory=PromptsConfig)
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    """Returns base updated by update, merging nested mappings key by key."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_yaml(path: Path) -> dict:
+    """Returns a YAML file's mapping ({} for an empty file); ConfigError names the file."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def _validate(data: dict, source: str) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(part) for part in err["loc"])
+            if err["type"] == "extra_forbidden":
+                problems.append(f"unknown key '{key}'")
+            else:
+                problems.append(f"'{key}': {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+
+
+def set_dotted(data: dict, dotted: str, value: Any) -> dict:
+    """Returns a copy of data with a dotted key (e.g. 'api.model') set to value."""
+    head, _, rest = dotted.partition(".")
+    out = dict(data)
+    out[head] = set_dotted(dict(out.get(head) or {}), rest, value) if rest else value
+    return out
+
+
+def load_config(files: Sequence[Path], overrides: dict[str, Any] | None = None) -> Config:
+    """Returns the config from YAML files merged in order, then dotted-key overrides (CLI flags)."""
+    merged: dict = {}
+    for path in files:
+        layer = read_yaml(path)
+        _validate(deep_merge(merged, layer), str(path))  # blame the file that introduced an error
+        merged = deep_merge(merged, layer)
+    for dotted, value in (overrides or {}).items():
+        merged = set_dotted(merged, dotted, value)
+    return _validate(merged, "command-line flags" if overrides else "defaults")

@@ -1,0 +1,127 @@
+"""What one running search holds open: stores, sampler, templates, locks and counters.
+
+Round flows and tasks receive a search id (a string Prefect can record) and look the runtime up
+here, because database handles cannot be flow parameters.
+"""
+from __future__ import annotations
+
+import itertools
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable
+
+from evolveflow.config import Config
+from evolveflow.evaluation import EvaluatorSpec
+from evolveflow.experiment import Experiment
+from evolveflow.prompts import Templates, load_templates
+from evolveflow.samplers import Sampler, make_sampler
+from storage.embeddings import load_embedder
+from storage.memory import MemoryStore
+from storage.tree import TreeStore
+
+
+@dataclass
+class RunStats:
+    """Counters of the current run (not of earlier runs on the same tree)."""
+
+    rounds_done: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    lessons: int = 0
+
+    def count(self, status: str) -> None:
+        self.by_status[status] = self.by_status.get(status, 0) + 1
+
+
+@dataclass
+class Runtime:
+    """Everything a round needs, shared by the concurrent rounds of one search."""
+
+    search_id: str
+    experiment: Experiment
+    tree: TreeStore
+    memory: MemoryStore
+    sampler: Sampler
+    templates: Templates
+    evaluator: EvaluatorSpec
+    stats: RunStats = field(default_factory=RunStats)
+    on_round: Callable[[dict], None] | None = None
+    # Sampling, visit counting, id allocation and dedup run under one lock so workers see
+    # each other's choices: UCB statistics and deduplication are global, not per worker.
+    tree_lock: threading.Lock = field(default_factory=threading.Lock)
+    memory_lock: threading.Lock = field(default_factory=threading.Lock)
+    _ids: itertools.count = field(default_factory=itertools.count)
+    # Evaluation attempts per node, kept across Prefect retries of the evaluate task.
+    attempt_log: dict[int, list] = field(default_factory=dict)
+
+    @property
+    def config(self) -> Config:
+        return self.experiment.config
+
+    def next_node_id(self) -> int:
+        return next(self._ids)
+
+
+_ACTIVE: dict[str, Runtime] = {}
+
+
+def sampler_from(config: Config) -> Sampler:
+    """Returns the configured parent sampler."""
+    sampling = config.database.sampling
+    if sampling.algorithm == "ucb1":
+        return make_sampler("ucb1", c=sampling.ucb_c)
+    if sampling.algorithm == "greedy":
+        return make_sampler("greedy", top_k=sampling.greedy_top_k)
+    if sampling.algorithm == "island":
+        island = sampling.island
+        return make_sampler(
+            "island", num_islands=island.num_islands, migration_interval=island.migration_interval,
+            migration_count=island.migration_count, descriptors=tuple(island.descriptors),
+        )
+    return make_sampler(sampling.algorithm)
+
+
+def evaluator_spec(experiment: Experiment) -> EvaluatorSpec:
+    """Returns the sandbox settings for the experiment's evaluator."""
+    ev = experiment.config.evaluation
+    return EvaluatorSpec(
+        path=experiment.evaluator_path, timeout_s=ev.timeout_s, memory_mb=ev.memory_mb,
+        max_output_bytes=ev.max_output_bytes, kill_output_bytes=ev.kill_output_bytes,
+        sandbox=ev.sandbox,
+    )
+
+
+def open_runtime(experiment: Experiment, on_round: Callable[[dict], None] | None = None) -> Runtime:
+    """Opens the experiment's stores and registers the runtime under a new search id."""
+    config = experiment.config
+    tree = TreeStore(experiment.tree_path)
+    memory = MemoryStore(experiment.memory_path, load_embedder(config.cognition.embeddings))
+    prompt_dir = experiment.dir / config.prompts.dir
+    runtime = Runtime(
+        search_id=uuid.uuid4().hex[:12],
+        experiment=experiment,
+        tree=tree,
+        memory=memory,
+        sampler=sampler_from(config),
+        templates=load_templates(prompt_dir if prompt_dir.is_dir() else None),
+        evaluator=evaluator_spec(experiment),
+        on_round=on_round,
+        _ids=itertools.count(tree.max_id() + 1),
+    )
+    _ACTIVE[runtime.search_id] = runtime
+    return runtime
+
+
+def get_runtime(search_id: str) -> Runtime:
+    """Returns the registered runtime; KeyError names the id if the search is not open here."""
+    try:
+        return _ACTIVE[search_id]
+    except KeyError:
+        raise KeyError(f"no open search {search_id!r} in this process") from None
+
+
+def close_runtime(runtime: Runtime) -> None:
+    """Closes the stores and forgets the runtime."""
+    _ACTIVE.pop(runtime.search_id, None)
+    runtime.tree.close()

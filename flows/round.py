@@ -1,0 +1,135 @@
+"""One round of the search: sample → retrieve → generate → evaluate → analyze → persist."""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+from prefect import Task, flow
+
+from evolveflow.llm.client import LLMError
+from evolveflow.records import Candidate, LLMCall, Node, Scored, Status
+from evolveflow.runtime import Runtime, get_runtime
+from tasks.analyze import analyze, fallback_lesson
+from tasks.evaluate import InfraError, evaluate, infra_failed
+from tasks.generate import generate
+from tasks.options import with_retries
+from tasks.persist import final_node, persist
+from tasks.retrieve import retrieve
+from tasks.sample import sample
+
+
+@dataclass(frozen=True)
+class RoundTasks:
+    """The six tasks with the retries the search's config asks for."""
+
+    sample: Task
+    retrieve: Task
+    generate: Task
+    evaluate: Task
+    analyze: Task
+    persist: Task
+
+
+_TASKS: dict[str, RoundTasks] = {}
+
+
+def round_tasks(rt: Runtime) -> RoundTasks:
+    """Returns the search's configured tasks (built once per search)."""
+    if rt.search_id not in _TASKS:
+        cfg = rt.config.tasks
+        _TASKS[rt.search_id] = RoundTasks(
+            sample=with_retries(sample, cfg.sample),
+            retrieve=with_retries(retrieve, cfg.retrieve),
+            generate=with_retries(generate, cfg.generate, only_for=(LLMError,)),
+            evaluate=with_retries(evaluate, cfg.evaluate, only_for=(InfraError,)),
+            analyze=with_retries(analyze, cfg.analyze, only_for=(LLMError,)),
+            persist=with_retries(persist, cfg.persist),
+        )
+    return _TASKS[rt.search_id]
+
+
+class Stopwatch:
+    """Wall time per stage of a round."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = round(time.perf_counter() - start, 6)
+
+
+@flow(name="evolve-round", flow_run_name="round-{round_no}", validate_parameters=False)
+def evolve_round(search_id: str, round_no: int) -> dict:
+    """Runs one round and returns what it produced."""
+    rt = get_runtime(search_id)
+    t = round_tasks(rt)
+    clock = Stopwatch()
+    with clock("sample"):
+        sampled = t.sample(search_id, round_no)
+    with clock("retrieve"):
+        retrieved = t.retrieve(search_id, sampled)
+    with clock("generate"):
+        candidate = _generate(t, search_id, sampled, retrieved)
+    with clock("evaluate"):
+        scored = _evaluate(t, rt, search_id, candidate)
+    with clock("analyze"):
+        lesson, analysis_call = _analyze(t, search_id, sampled, candidate, scored)
+    timings = {**clock.seconds, **_external_seconds(candidate, scored, analysis_call)}
+    node = final_node(candidate, scored, lesson, timings)
+    calls = list(candidate.llm_calls) + ([analysis_call] if analysis_call else [])
+    with clock("persist"):
+        node = t.persist(search_id, node, scored, calls)
+    return round_summary(node, sampled.parent, {**timings, "persist": clock.seconds["persist"]})
+
+
+def _generate(t: RoundTasks, search_id: str, sampled, retrieved) -> Candidate:
+    try:
+        return t.generate(search_id, sampled, retrieved)
+    except LLMError as exc:  # the model stayed unreachable through every retry: record, go on
+        node = Node(
+            id=sampled.node_id, parent_id=sampled.parent.id, round=sampled.round,
+            code=sampled.parent.code, code_hash="", island=sampled.island,
+            status=Status.REJECTED, error=f"LLM unavailable: {exc}",
+        )
+        return Candidate(node=node, llm_calls=(LLMCall(purpose="propose", error=str(exc)[:1000]),))
+
+
+def _evaluate(t: RoundTasks, rt: Runtime, search_id: str, candidate: Candidate) -> Scored:
+    if candidate.node.status == Status.REJECTED:
+        return Scored(status=Status.REJECTED, error=candidate.node.error)
+    try:
+        return t.evaluate(search_id, candidate)
+    except InfraError as exc:
+        return infra_failed(rt, candidate, exc)
+
+
+def _analyze(t: RoundTasks, search_id: str, sampled, candidate: Candidate, scored: Scored):
+    try:
+        return t.analyze(search_id, sampled, candidate, scored)
+    except LLMError as exc:
+        return fallback_lesson(sampled, candidate, scored, exc)
+
+
+def _external_seconds(candidate: Candidate, scored: Scored, analysis_call: LLMCall | None) -> dict[str, float]:
+    """Returns the time spent waiting on LLMs and on the evaluator (not framework time)."""
+    calls = list(candidate.llm_calls) + ([analysis_call] if analysis_call else [])
+    return {
+        "llm": round(sum(c.reply.latency_s for c in calls if c.reply), 6),
+        "evaluator": round(sum(a.duration_s for a in scored.attempts), 6),
+    }
+
+
+def round_summary(node: Node, parent: Node, timings: dict[str, float]) -> dict:
+    """Returns a plain-dict summary of a finished round (for progress and reports)."""
+    return {
+        "round": node.round, "node": node.id, "parent": parent.id, "status": node.status.value,
+        "score": node.score, "parent_score": parent.score, "error": node.error,
+        "motivation": node.motivation, "timings": timings,
+    }

@@ -1,0 +1,166 @@
+"""The search flow: open the experiment, run rounds concurrently, publish a summary."""
+from __future__ import annotations
+
+import contextvars
+import os
+import time
+import uuid
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any, Callable
+
+from prefect import flow, get_run_logger
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+from evolveflow.evaluation import check_evaluator
+from evolveflow.experiment import load_experiment
+from evolveflow.progress import print_round, print_summary
+from evolveflow.records import Candidate, Node, Status
+from evolveflow.runtime import Runtime, close_runtime, open_runtime
+from evolveflow.search_lock import SearchLock
+from evolveflow.edits import code_hash
+from flows.round import evolve_round, round_tasks
+from storage.knowledge_files import load_knowledge_dir
+from storage.report import build_report, write_report
+from tasks.evaluate import InfraError, infra_failed
+from tasks.persist import final_node
+
+
+class InitialProgramFailed(Exception):
+    """The initial program did not evaluate: the search has nothing to start from."""
+
+
+@flow(name="evolve-search", flow_run_name="{experiment}", validate_parameters=False)
+def evolve_search(
+    experiment: str,
+    rounds: int,
+    config_file: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    root: str | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Runs `rounds` more rounds of an experiment's search (continuing its tree) and summarises."""
+    exp = load_experiment(experiment, Path(root) if root else None,
+                          Path(config_file) if config_file else None, overrides)
+    started = time.monotonic()
+    with SearchLock(exp.lock_path):
+        rt = open_runtime(exp, on_round=print_round if progress else None)
+        run_id = uuid.uuid4().hex[:12]
+        rt.tree.start_run(run_id, rounds, os.getpid())
+        stop_reason = "error"
+        try:
+            prepare(rt)
+            stop_reason = run_rounds(rt, rt.tree.max_round() + 1, rounds)
+        finally:
+            rt.tree.end_run(run_id, rt.stats.rounds_done, stop_reason)
+            summary = summarise(rt, stop_reason, time.monotonic() - started)
+            publish(rt)
+            close_runtime(rt)
+    if progress:
+        print_summary(summary)
+    return summary
+
+
+def prepare(rt: Runtime) -> None:
+    """Checks the evaluator, repairs what a crash left, seeds knowledge, scores the initial program."""
+    logger = get_run_logger()
+    check_evaluator(rt.evaluator)
+    abandoned = rt.tree.abandon_pending()
+    if abandoned:
+        logger.warning("marked %d in-flight node(s) of a stopped search as abandoned: %s", len(abandoned), abandoned)
+    orphans = rt.memory.lesson_node_ids() - rt.tree.node_ids()
+    if orphans:
+        rt.memory.delete_lessons_for(orphans)
+    if rt.experiment.knowledge_dir.is_dir():
+        rt.memory.add_knowledge(load_knowledge_dir(rt.experiment.knowledge_dir))
+    if not rt.tree.node_ids():
+        evaluate_initial(rt)
+    elif rt.tree.best() is None:
+        raise InitialProgramFailed(
+            f"no node of {rt.experiment.name} has a score: the initial program failed earlier; "
+            f"fix it (or the evaluator) and delete {rt.experiment.storage_dir} to start over"
+        )
+
+
+def evaluate_initial(rt: Runtime) -> Node:
+    """Evaluates the experiment's initial program as the root node (round 0)."""
+    code = rt.experiment.initial_code
+    node = Node(id=rt.next_node_id(), parent_id=None, round=0, code=code, code_hash=code_hash(code),
+                motivation="initial program", status=Status.PENDING)
+    rt.tree.insert_node(node)
+    candidate = Candidate(node=node)
+    try:
+        scored = round_tasks(rt).evaluate(rt.search_id, candidate)
+    except InfraError as exc:
+        scored = infra_failed(rt, candidate, exc)
+    node = final_node(candidate, scored, None, {})
+    round_tasks(rt).persist(rt.search_id, node, scored, [])
+    if scored.status != Status.OK:
+        raise InitialProgramFailed(
+            f"the initial program {rt.config.initial_program} did not evaluate ({scored.status.value}): "
+            f"{scored.error}"
+        )
+    return node
+
+
+def run_rounds(rt: Runtime, first: int, count: int) -> str:
+    """Runs rounds first..first+count-1 with num_workers in flight; returns why it stopped."""
+    workers = rt.config.pipeline.parallel.num_workers
+    logger = get_run_logger()
+    # Round flows run without Prefect heartbeats (they cost ~0.9 s per flow run here); a crash
+    # is detected by the search itself: pending nodes are marked abandoned at the next start.
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="round") as pool:
+            in_flight: set[Future] = set()
+            next_round = first
+            while next_round < first + count or in_flight:
+                while len(in_flight) < workers and next_round < first + count:
+                    context = contextvars.copy_context()  # keeps rounds as subflows of the search
+                    in_flight.add(pool.submit(context.run, evolve_round, rt.search_id, next_round))
+                    next_round += 1
+                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    finish_round(rt, future, logger)
+    return "rounds"
+
+
+def finish_round(rt: Runtime, future: Future, logger) -> None:
+    """Counts a finished round, publishes the report and shows progress."""
+    try:
+        summary = future.result()
+    except Exception as exc:  # a round that failed outside its tasks' handling: keep going
+        logger.error("round failed: %s: %s", type(exc).__name__, exc)
+        rt.stats.count("round_failed")
+        return
+    rt.stats.rounds_done += 1
+    publish(rt)
+    if rt.on_round:
+        best = rt.tree.best()
+        rt.on_round({**summary, "best": best.score if best else None})
+
+
+def publish(rt: Runtime) -> None:
+    """Writes the report that status/best read while this search holds the tree."""
+    running = {"pid": os.getpid(), "search_id": rt.search_id, "rounds_done": rt.stats.rounds_done}
+    write_report(rt.experiment.report_path, build_report(rt.tree, rt.experiment.name, running))
+
+
+def summarise(rt: Runtime, stop_reason: str, seconds: float) -> dict[str, Any]:
+    """Returns the final summary of this run."""
+    best = rt.tree.best()
+    roots = sorted(rt.tree.node_ids())
+    initial = rt.tree.node(roots[0]) if roots else None
+    return {
+        "experiment": rt.experiment.name,
+        "stop_reason": stop_reason,
+        "rounds_done": rt.stats.rounds_done,
+        "by_status": dict(rt.stats.by_status),
+        "duplicates_rejected": rt.stats.duplicates,
+        "lessons_written": rt.stats.lessons,
+        "initial_score": initial.score if initial else None,
+        "best_score": best.score if best else None,
+        "best_node": best.id if best else None,
+        "usage": rt.tree.usage_totals(),
+        "seconds": round(seconds, 1),
+        "storage": str(rt.experiment.storage_dir),
+    }

@@ -1,0 +1,39 @@
+"""persist: write the node, its attempts and LLM calls to DuckDB, then its lesson to LanceDB."""
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from evolveflow.records import Candidate, LLMCall, Node, Scored, Status
+from evolveflow.runtime import Runtime, get_runtime
+
+
+def final_node(candidate: Candidate, scored: Scored, lesson: str | None, timings: dict[str, float]) -> Node:
+    """Returns the candidate node with its outcome filled in."""
+    node = candidate.node
+    return node.model_copy(update={
+        "status": scored.status, "score": scored.score, "score_spread": scored.score_spread,
+        "metrics": scored.metrics, "error": scored.error if scored.status != Status.REJECTED else node.error,
+        "analysis": lesson, "timings": timings,
+    })
+
+
+def save(rt: Runtime, node: Node, scored: Scored, calls: list[LLMCall]) -> Node:
+    """Writes the node atomically, then its lesson (a lesson never points at a missing node)."""
+    rt.tree.finish_node(node, scored.attempts, [(c.purpose, c.reply, c.error) for c in calls])
+    rt.attempt_log.pop(node.id, None)
+    if node.analysis:
+        title = (node.motivation.strip().splitlines() or [f"node {node.id}"])[0][:120]
+        with rt.memory_lock:
+            rt.memory.add_lessons([(node.id, title, node.analysis)])
+            rt.stats.lessons += 1
+            if rt.stats.lessons % rt.config.cognition.compact_every == 0:
+                rt.memory.compact()  # one LanceDB version per add: compact before reads slow down
+    rt.stats.count(node.status.value)
+    return node
+
+
+@task(name="persist", cache_policy=NO_CACHE)
+def persist(search_id: str, node: Node, scored: Scored, calls: list[LLMCall]) -> Node:
+    """Records the round's node, evaluation attempts, LLM calls and lesson."""
+    return save(get_runtime(search_id), node, scored, calls)

@@ -1,0 +1,5 @@
+from math import pi
+
+
+def area(r):
+    return pi * r * r
