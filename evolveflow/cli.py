@@ -27,8 +27,13 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import logging
+
     from flows.search import evolve_search  # Prefect import takes seconds: only when needed
 
+    # A failed task's traceback is noise on the console: the outcome is recorded in the tree
+    # and shown in the progress line; the Prefect UI still has the full task-run logs.
+    logging.getLogger("prefect.task_runs").setLevel(logging.CRITICAL)
     overrides = _overrides(args)
     load_experiment(args.experiment, config_file=args.config, overrides=overrides)  # fail fast
     print(f"evolveflow: {args.rounds} rounds of {args.experiment} (Prefect starts a local server "
@@ -175,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Known user-facing failures from deeper layers carry clear messages of their own.
         if type(exc).__name__ in {"SearchAlreadyRunning", "InitialProgramFailed", "EvaluatorConfigError",
                                   "TreeLocked", "KnowledgeFileError", "PromptTemplateError",
-                                  "ScaffoldError"}:
+                                  "ScaffoldError", "MissingApiKey"}:
             print(f"evolveflow: error: {exc}", file=sys.stderr)
             return 2
         raise

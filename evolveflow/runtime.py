@@ -14,6 +14,7 @@ from typing import Callable
 from evolveflow.config import Config
 from evolveflow.evaluation import EvaluatorSpec
 from evolveflow.experiment import Experiment
+from evolveflow.llm.offline import register_offline_provider
 from evolveflow.prompts import Templates, load_templates
 from evolveflow.samplers import Sampler, make_sampler
 from storage.embeddings import load_embedder
@@ -95,6 +96,7 @@ def evaluator_spec(experiment: Experiment) -> EvaluatorSpec:
 def open_runtime(experiment: Experiment, on_round: Callable[[dict], None] | None = None) -> Runtime:
     """Opens the experiment's stores and registers the runtime under a new search id."""
     config = experiment.config
+    register_offline_provider()
     tree = TreeStore(experiment.tree_path)
     memory = MemoryStore(experiment.memory_path, load_embedder(config.cognition.embeddings))
     prompt_dir = experiment.dir / config.prompts.dir

@@ -30,6 +30,19 @@ class InitialProgramFailed(Exception):
     """The initial program did not evaluate: the search has nothing to start from."""
 
 
+class MissingApiKey(Exception):
+    """api.api_key_env names an environment variable that is not set."""
+
+
+def check_api_key(api) -> None:
+    """Fails before round 1, not after a night of rejected rounds, when the key is missing."""
+    if api.api_key_env and not os.environ.get(api.api_key_env):
+        raise MissingApiKey(
+            f"api.api_key_env is {api.api_key_env}, but that environment variable is not set: "
+            f"export {api.api_key_env}=... (or remove api.api_key_env to use the provider's default)"
+        )
+
+
 @flow(name="evolve-search", flow_run_name="{experiment}", validate_parameters=False)
 def evolve_search(
     experiment: str,
@@ -64,6 +77,7 @@ def evolve_search(
 def prepare(rt: Runtime) -> None:
     """Checks the evaluator, repairs what a crash left, seeds knowledge, scores the initial program."""
     logger = get_run_logger()
+    check_api_key(rt.config.api)
     check_evaluator(rt.evaluator)
     abandoned = rt.tree.abandon_pending()
     if abandoned:
@@ -133,6 +147,7 @@ def finish_round(rt: Runtime, future: Future, logger) -> None:
         rt.stats.count("round_failed")
         return
     rt.stats.rounds_done += 1
+    rt.stats.count(summary["status"])
     publish(rt)
     if rt.on_round:
         best = rt.tree.best()

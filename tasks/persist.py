@@ -29,7 +29,6 @@ def save(rt: Runtime, node: Node, scored: Scored, calls: list[LLMCall]) -> Node:
             rt.stats.lessons += 1
             if rt.stats.lessons % rt.config.cognition.compact_every == 0:
                 rt.memory.compact()  # one LanceDB version per add: compact before reads slow down
-    rt.stats.count(node.status.value)
     return node
 
 
