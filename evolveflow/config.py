@@ -63,7 +63,7 @@ class IslandConfig(Section):
 
 class SamplingConfig(Section):
     algorithm: Literal["ucb1", "greedy", "random", "island"] = "ucb1"
-    ucb_c: float = Field(1.0, ge=0)
+    ucb_c: float = Field(0.3, ge=0)  # tuned on the circle-packing demo (scores min-max normalised)
     greedy_top_k: int | None = Field(None, ge=1)
     island: IslandConfig = Field(default_factory=IslandConfig)
 
@@ -85,6 +85,16 @@ class CognitionConfig(Section):
     compact_every: int = Field(25, ge=1)  # rounds between LanceDB compactions
 
 
+class OutlierConfig(Section):
+    """Re-run a result that looks too good to be true before it counts (see evolveflow/outliers.py)."""
+
+    enabled: bool = True
+    reruns: int = Field(2, ge=1, le=20)  # extra evaluations of a suspicious result
+    new_best_margin: float = Field(0.0, ge=0)  # relative: beat the best confirmed score by more than this
+    mad_threshold: float = Field(3.5, gt=0)  # robust z-score against the parent's lineage
+    min_lineage: int = Field(5, ge=3)  # lineage scores needed before the MAD rule applies
+
+
 class EvaluationConfig(Section):
     """The user's evaluator and its sandbox."""
 
@@ -96,7 +106,24 @@ class EvaluationConfig(Section):
     max_output_bytes: int = Field(1_000_000, gt=0)
     kill_output_bytes: int = Field(64_000_000, gt=0)
     sandbox: Literal["auto", "bwrap", "process"] = "auto"
-    repeats: int = Field(1, ge=1, le=50)
+    repeats: int = Field(1, ge=1, le=50)  # evaluate every candidate k times, keep the median
+    outlier: OutlierConfig = Field(default_factory=OutlierConfig)
+
+
+class StopConfig(Section):
+    """Budgets: the search stops cleanly, with a summary, at the first one reached (None: no limit)."""
+
+    max_wall_s: float | None = Field(None, gt=0)
+    max_cost_usd: float | None = Field(None, gt=0)  # needs known prices (see README: unknown costs)
+    max_tokens: int | None = Field(None, gt=0)
+    target_score: float | None = None
+    patience: int | None = Field(None, ge=1)  # rounds in a row without a new best
+
+
+class DedupConfig(Section):
+    """Candidates that never reach the evaluator: exact duplicates always, near ones if enabled."""
+
+    near_threshold: float | None = Field(None, gt=0, le=1)  # cosine similarity of code embeddings
 
 
 class TaskRetry(Section):
@@ -135,6 +162,8 @@ class Config(Section):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     tasks: TasksConfig = Field(default_factory=TasksConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    stop: StopConfig = Field(default_factory=StopConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
 
 

@@ -80,6 +80,7 @@ class Node(Frozen):
     status: Status = Status.PENDING
     error: str | None = None
     analysis: str | None = None
+    notes: str = ""  # what the framework did beyond the plan, e.g. why a score was re-run
     island: int = 0
     visits: int = 0
     timings: dict[str, float] = Field(default_factory=dict)
@@ -150,4 +151,5 @@ class Scored(Frozen):
     score_spread: float | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
+    notes: str = ""
     attempts: tuple[EvalResult, ...] = ()

@@ -55,6 +55,8 @@ class Runtime:
     _ids: itertools.count = field(default_factory=itertools.count)
     # Evaluation attempts per node, kept across Prefect retries of the evaluate task.
     attempt_log: dict[int, list] = field(default_factory=dict)
+    eval_targets: dict[int, int] = field(default_factory=dict)  # successful attempts a node needs
+    eval_notes: dict[int, str] = field(default_factory=dict)
 
     @property
     def config(self) -> Config:

@@ -1,16 +1,13 @@
 """The search flow: open the experiment, run rounds concurrently, publish a summary."""
 from __future__ import annotations
 
-import contextvars
 import os
 import time
 import uuid
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Callable
 
 from prefect import flow, get_run_logger
-from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
 from evolveflow.evaluation import check_evaluator
 from evolveflow.experiment import load_experiment
@@ -19,9 +16,9 @@ from evolveflow.records import Candidate, Node, Status
 from evolveflow.runtime import Runtime, close_runtime, open_runtime
 from evolveflow.search_lock import SearchLock
 from evolveflow.edits import code_hash
-from flows.round import evolve_round, round_tasks
+from flows.round import round_tasks
+from flows.rounds import RoundLoop, publish
 from storage.knowledge_files import load_knowledge_dir
-from storage.report import build_report, write_report
 from tasks.evaluate import InfraError, infra_failed
 from tasks.persist import final_node
 
@@ -63,7 +60,10 @@ def evolve_search(
         stop_reason = "error"
         try:
             prepare(rt)
-            stop_reason = run_rounds(rt, rt.tree.max_round() + 1, rounds)
+            stop_reason = RoundLoop(rt, rt.tree.max_round() + 1, rounds).run()
+        except KeyboardInterrupt:
+            stop_reason = "aborted: in-flight rounds are marked abandoned at the next start"
+            raise
         finally:
             rt.tree.end_run(run_id, rt.stats.rounds_done, stop_reason)
             summary = summarise(rt, stop_reason, time.monotonic() - started)
@@ -115,49 +115,6 @@ def evaluate_initial(rt: Runtime) -> Node:
             f"{scored.error}"
         )
     return node
-
-
-def run_rounds(rt: Runtime, first: int, count: int) -> str:
-    """Runs rounds first..first+count-1 with num_workers in flight; returns why it stopped."""
-    workers = rt.config.pipeline.parallel.num_workers
-    logger = get_run_logger()
-    # Round flows run without Prefect heartbeats (they cost ~0.9 s per flow run here); a crash
-    # is detected by the search itself: pending nodes are marked abandoned at the next start.
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="round") as pool:
-            in_flight: set[Future] = set()
-            next_round = first
-            while next_round < first + count or in_flight:
-                while len(in_flight) < workers and next_round < first + count:
-                    context = contextvars.copy_context()  # keeps rounds as subflows of the search
-                    in_flight.add(pool.submit(context.run, evolve_round, rt.search_id, next_round))
-                    next_round += 1
-                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                for future in done:
-                    finish_round(rt, future, logger)
-    return "rounds"
-
-
-def finish_round(rt: Runtime, future: Future, logger) -> None:
-    """Counts a finished round, publishes the report and shows progress."""
-    try:
-        summary = future.result()
-    except Exception as exc:  # a round that failed outside its tasks' handling: keep going
-        logger.error("round failed: %s: %s", type(exc).__name__, exc)
-        rt.stats.count("round_failed")
-        return
-    rt.stats.rounds_done += 1
-    rt.stats.count(summary["status"])
-    publish(rt)
-    if rt.on_round:
-        best = rt.tree.best()
-        rt.on_round({**summary, "best": best.score if best else None})
-
-
-def publish(rt: Runtime) -> None:
-    """Writes the report that status/best read while this search holds the tree."""
-    running = {"pid": os.getpid(), "search_id": rt.search_id, "rounds_done": rt.stats.rounds_done}
-    write_report(rt.experiment.report_path, build_report(rt.tree, rt.experiment.name, running))
 
 
 def summarise(rt: Runtime, stop_reason: str, seconds: float) -> dict[str, Any]:

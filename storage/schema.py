@@ -21,6 +21,7 @@ CREATE TABLE IF NOT EXISTS nodes (
     status VARCHAR NOT NULL,
     error VARCHAR,
     analysis VARCHAR,
+    notes VARCHAR,
     island INTEGER NOT NULL DEFAULT 0,
     visits INTEGER NOT NULL DEFAULT 0,
     timings JSON,
@@ -71,7 +72,7 @@ CREATE TABLE IF NOT EXISTS runs (
 # The node columns in table order, shared by reads and writes.
 NODE_COLUMNS = (
     "id", "parent_id", "round", "code", "code_hash", "motivation", "edit", "score", "score_spread",
-    "metrics", "status", "error", "analysis", "island", "visits", "timings", "model",
+    "metrics", "status", "error", "analysis", "notes", "island", "visits", "timings", "model",
     "prompt_tokens", "completion_tokens", "cost_usd",
 )
 SUMMARY_COLUMNS = ("id", "parent_id", "round", "score", "status", "visits", "island", "metrics")

@@ -44,7 +44,7 @@ def _node_from_row(row: Sequence[Any]) -> Node:
     data["metrics"] = json.loads(data["metrics"]) if data["metrics"] else {}
     data["timings"] = json.loads(data["timings"]) if data["timings"] else {}
     data["status"] = Status(data["status"])
-    for key in ("motivation", "edit"):
+    for key in ("motivation", "edit", "notes"):
         data[key] = data[key] or ""
     return Node(**data)
 

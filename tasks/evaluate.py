@@ -1,13 +1,14 @@
-"""evaluate: run the user's evaluator on a candidate, with repeats, in a sandboxed subprocess."""
+"""evaluate: run the user's evaluator on a candidate, with repeats and outlier re-runs."""
 from __future__ import annotations
 
 import statistics
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from evolveflow.evaluation import run_evaluation
-from evolveflow.records import Candidate, EvalResult, Outcome, Scored, Status
+from evolveflow.outliers import rerun_reason
+from evolveflow.records import Candidate, EvalResult, Node, Outcome, Scored, Status
 from evolveflow.runtime import Runtime, get_runtime
 
 
@@ -15,7 +16,7 @@ class InfraError(Exception):
     """The evaluator failed for reasons outside the candidate; Prefect retries the task."""
 
 
-def aggregate(attempts: list[EvalResult]) -> Scored:
+def aggregate(attempts: list[EvalResult], notes: str = "") -> Scored:
     """Returns the node's status and median score from its successful attempts."""
     ok = [a for a in attempts if a.outcome == Outcome.OK]
     scores = sorted(a.score for a in ok)
@@ -23,30 +24,51 @@ def aggregate(attempts: list[EvalResult]) -> Scored:
     closest = min(ok, key=lambda a: abs(a.score - median))
     return Scored(
         status=Status.OK, score=median, score_spread=scores[-1] - scores[0],
-        metrics=closest.metrics, attempts=tuple(attempts),
+        metrics=closest.metrics, attempts=tuple(attempts), notes=notes,
     )
+
+
+def _run_until(rt: Runtime, node: Node, log: list[EvalResult], target: int) -> Scored | None:
+    """Evaluates until `target` attempts succeeded; returns a failure outcome, or None when done."""
+    while sum(a.outcome == Outcome.OK for a in log) < target:
+        seed = rt.config.pipeline.seed * 1_000_003 + node.id * 1_000 + len(log)
+        result = run_evaluation(node.code, rt.evaluator, seed=seed, filename=rt.config.evaluation.program_file)
+        log.append(result)
+        if result.outcome == Outcome.INFRA_ERROR:
+            raise InfraError(f"evaluator infrastructure failure on node {node.id}: {result.error}")
+        if result.outcome == Outcome.CANDIDATE_ERROR:
+            return Scored(status=Status.CANDIDATE_ERROR, error=result.error, metrics=result.metrics,
+                          attempts=tuple(log), notes=rt.eval_notes.get(node.id, ""))
+    return None
+
+
+def _lineage_scores(rt: Runtime, node: Node) -> list[float]:
+    if node.parent_id is None:
+        return []
+    return [n.score for n in rt.tree.lineage(node.parent_id) if n.status == Status.OK and n.score is not None]
 
 
 def score_candidate(rt: Runtime, candidate: Candidate) -> Scored:
     """Returns the evaluation of a pending candidate; raises InfraError to be retried."""
     node = candidate.node
-    # The log outlives a retry of this task, so attempts before an infra failure are kept.
+    # Attempts and the re-run decision outlive a Prefect retry of this task.
     log = rt.attempt_log.setdefault(node.id, [])
     repeats = rt.config.evaluation.repeats
-    while sum(a.outcome == Outcome.OK for a in log) < repeats:
-        seed = rt.config.pipeline.seed * 1_000_003 + node.id * 1_000 + len(log)
-        result = run_evaluation(
-            node.code, rt.evaluator, seed=seed, filename=rt.config.evaluation.program_file
-        )
-        log.append(result)
-        if result.outcome == Outcome.INFRA_ERROR:
-            raise InfraError(f"evaluator infrastructure failure on node {node.id}: {result.error}")
-        if result.outcome == Outcome.CANDIDATE_ERROR:
-            return Scored(
-                status=Status.CANDIDATE_ERROR, error=result.error, metrics=result.metrics,
-                attempts=tuple(log),
-            )
-    return aggregate(log)
+    failed = _run_until(rt, node, log, rt.eval_targets.get(node.id, repeats))
+    if failed:
+        return failed
+    scored = aggregate(log, rt.eval_notes.get(node.id, ""))
+    if node.id in rt.eval_targets:
+        return scored  # already confirmed by re-runs
+    best = rt.tree.best()
+    reason = rerun_reason(scored.score, best.score if best else None, _lineage_scores(rt, node),
+                          rt.config.evaluation.outlier)
+    if reason is None:
+        return scored
+    rt.eval_targets[node.id] = repeats + rt.config.evaluation.outlier.reruns
+    rt.eval_notes[node.id] = f"re-run before acceptance: {reason}; first score {scored.score:.6g}"
+    get_run_logger().info("node %s: %s", node.id, rt.eval_notes[node.id])
+    return _run_until(rt, node, log, rt.eval_targets[node.id]) or aggregate(log, rt.eval_notes[node.id])
 
 
 def infra_failed(rt: Runtime, candidate: Candidate, error: BaseException) -> Scored:
@@ -59,5 +81,5 @@ def infra_failed(rt: Runtime, candidate: Candidate, error: BaseException) -> Sco
 
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate(search_id: str, candidate: Candidate) -> Scored:
-    """Runs the evaluator on the candidate (repeats times)."""
+    """Runs the evaluator on the candidate (repeats times, plus re-runs of suspicious results)."""
     return score_candidate(get_runtime(search_id), candidate)

@@ -14,14 +14,15 @@ def final_node(candidate: Candidate, scored: Scored, lesson: str | None, timings
     return node.model_copy(update={
         "status": scored.status, "score": scored.score, "score_spread": scored.score_spread,
         "metrics": scored.metrics, "error": scored.error if scored.status != Status.REJECTED else node.error,
-        "analysis": lesson, "timings": timings,
+        "analysis": lesson, "timings": timings, "notes": scored.notes,
     })
 
 
 def save(rt: Runtime, node: Node, scored: Scored, calls: list[LLMCall]) -> Node:
     """Writes the node atomically, then its lesson (a lesson never points at a missing node)."""
     rt.tree.finish_node(node, scored.attempts, [(c.purpose, c.reply, c.error) for c in calls])
-    rt.attempt_log.pop(node.id, None)
+    for per_node in (rt.attempt_log, rt.eval_targets, rt.eval_notes):
+        per_node.pop(node.id, None)
     if node.analysis:
         title = (node.motivation.strip().splitlines() or [f"node {node.id}"])[0][:120]
         with rt.memory_lock:

@@ -1,0 +1,100 @@
+"""Keep num_workers rounds in flight until the rounds or a budget run out, or Ctrl-C."""
+from __future__ import annotations
+
+import contextvars
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+from prefect import get_run_logger
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+from evolveflow.runtime import Runtime
+from evolveflow.stopping import Progress, stop_reason
+from flows.round import evolve_round
+from storage.report import build_report, write_report
+
+
+class RoundLoop:
+    """Schedules rounds, tracks progress against the budgets, and stops cleanly."""
+
+    def __init__(self, rt: Runtime, first: int, count: int):
+        self.rt = rt
+        self.first, self.count = first, count
+        self.started = time.monotonic()
+        self.usage_at_start = rt.tree.usage_totals()
+        best = rt.tree.best()
+        self.best = best.score if best else None
+        self.since_improvement = 0
+        self.logger = get_run_logger()
+
+    def progress(self) -> Progress:
+        usage = self.rt.tree.usage_totals()
+        spent = None
+        if usage["cost_usd"] is not None and usage["calls_with_unknown_cost"] == self.usage_at_start["calls_with_unknown_cost"]:
+            spent = usage["cost_usd"] - (self.usage_at_start["cost_usd"] or 0.0)
+        tokens = (usage["prompt_tokens"] + usage["completion_tokens"]
+                  - self.usage_at_start["prompt_tokens"] - self.usage_at_start["completion_tokens"])
+        return Progress(elapsed_s=time.monotonic() - self.started, cost_usd=spent, tokens=tokens,
+                        best_score=self.best, rounds_without_improvement=self.since_improvement)
+
+    def run(self) -> str:
+        """Runs the rounds; returns why it stopped."""
+        workers = self.rt.config.pipeline.parallel.num_workers
+        reason: str | None = None
+        # Round flows run without Prefect heartbeats (they cost ~0.9 s per flow run here); a
+        # crash is detected by the search itself: pending nodes are marked abandoned at restart.
+        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}), \
+                ThreadPoolExecutor(max_workers=workers, thread_name_prefix="round") as pool:
+            in_flight: set[Future] = set()
+            next_round = self.first
+            while True:
+                while reason is None and len(in_flight) < workers:
+                    if next_round >= self.first + self.count:
+                        reason = "rounds"
+                        break
+                    reason = stop_reason(self.rt.config.stop, self.progress())
+                    if reason is None:
+                        context = contextvars.copy_context()  # rounds stay subflows of the search
+                        in_flight.add(pool.submit(context.run, evolve_round, self.rt.search_id, next_round))
+                        next_round += 1
+                if not in_flight:
+                    return reason or "rounds"
+                try:
+                    done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                except KeyboardInterrupt:
+                    if reason == "interrupted":
+                        raise  # a second Ctrl-C: stop now; in-flight rounds become abandoned
+                    reason = "interrupted"
+                    print(f"\nstopping after the {len(in_flight)} round(s) in flight "
+                          "(Ctrl-C again to abort them)", flush=True)
+                    continue
+                for future in done:
+                    self.finish(future)
+
+    def finish(self, future: Future) -> None:
+        """Counts a finished round, publishes the report and shows progress."""
+        rt = self.rt
+        try:
+            summary = future.result()
+        except Exception as exc:  # a round that failed outside its tasks' handling: keep going
+            self.logger.error("round failed: %s: %s", type(exc).__name__, exc)
+            rt.stats.count("round_failed")
+            return
+        rt.stats.rounds_done += 1
+        rt.stats.count(summary["status"])
+        score = summary["score"] if summary["status"] == "ok" else None
+        if score is not None and (self.best is None or score > self.best):
+            self.best, self.since_improvement = score, 0
+        else:
+            self.since_improvement += 1
+        publish(rt)
+        if rt.on_round:
+            rt.on_round({**summary, "best": self.best})
+
+
+def publish(rt: Runtime) -> None:
+    """Writes the report that status/best read while this search holds the tree."""
+    import os
+
+    running = {"pid": os.getpid(), "search_id": rt.search_id, "rounds_done": rt.stats.rounds_done}
+    write_report(rt.experiment.report_path, build_report(rt.tree, rt.experiment.name, running))
