@@ -129,6 +129,17 @@ def cmd_knowledge_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reeval(args: argparse.Namespace) -> int:
+    from flows.reeval import reevaluate
+
+    results = reevaluate(experiment=args.experiment, node_ids=args.nodes or None, root=str(Path.cwd()))
+    if not results:
+        print(f"{args.experiment}: no infra_failed node to re-evaluate")
+    for node_id, status in results.items():
+        print(f"node {node_id}: {status}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="evolveflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -152,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "status":
             p.add_argument("--json", action="store_true", help="print the full report as JSON")
         p.set_defaults(func=func)
+
+    reeval = sub.add_parser("reeval", help="re-evaluate nodes whose evaluator failed (infra_failed)")
+    reeval.add_argument("experiment")
+    reeval.add_argument("--nodes", type=int, nargs="*", help="only these node ids")
+    reeval.set_defaults(func=cmd_reeval)
 
     init = sub.add_parser("init", help="scaffold a new experiment that runs as is")
     init.add_argument("name")

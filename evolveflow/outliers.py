@@ -4,6 +4,7 @@ Two documented rules, either triggers `reruns` more evaluations (the node keeps 
 its score becomes the median of all of them):
 1. New best: the score beats the best confirmed score by more than `new_best_margin` (relative to
    the best's magnitude; 0 means any new best is re-run), so the reported best is always confirmed.
+   The first score of a search (the initial program's) is a new best too.
 2. Lineage outlier: the robust z-score 0.6745·(x − median)/MAD of the score against the scores of
    the parent's lineage (root → parent) exceeds `mad_threshold` (3.5 is the usual cut-off of
    Iglewicz and Hoaglin). It needs `min_lineage` scores and a MAD above zero: a lineage of equal
@@ -32,6 +33,8 @@ def rerun_reason(
     """Returns why this score must be re-run before it counts, or None if it can be accepted."""
     if not cfg.enabled:
         return None
+    if best_confirmed is None:
+        return f"first score of the search ({score:.6g}): the reported best is always confirmed"
     if best_confirmed is not None:
         margin = cfg.new_best_margin * max(abs(best_confirmed), 1e-12)
         if score > best_confirmed + margin:

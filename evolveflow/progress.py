@@ -36,7 +36,8 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"  initial score {_fmt(initial).strip()}   best score {_fmt(best).strip()} (node {summary['best_node']})"
         + (f"   improvement {best - initial:+.6f}" if initial is not None and best is not None else ""),
         "  outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["by_status"].items()))
-        + f"; duplicates rejected {summary['duplicates_rejected']}; lessons {summary['lessons_written']}",
+        + f"; duplicates rejected {summary['duplicates_rejected']} exact, "
+        f"{summary.get('near_duplicates_rejected', 0)} near; lessons {summary['lessons_written']}",
         f"  LLM calls {usage['llm_calls']}, tokens {usage['prompt_tokens']}+{usage['completion_tokens']}, cost {cost}",
         f"  stored in {summary['storage']}   (evolveflow best / evolveflow status)",
     ]

@@ -15,6 +15,7 @@ from evolveflow.config import Config
 from evolveflow.evaluation import EvaluatorSpec
 from evolveflow.experiment import Experiment
 from evolveflow.llm.offline import register_offline_provider
+from evolveflow.near_duplicates import NearDuplicateIndex
 from evolveflow.prompts import Templates, load_templates
 from evolveflow.samplers import Sampler, make_sampler
 from storage.embeddings import load_embedder
@@ -29,6 +30,7 @@ class RunStats:
     rounds_done: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
+    near_duplicates: int = 0
     lessons: int = 0
 
     def count(self, status: str) -> None:
@@ -47,6 +49,7 @@ class Runtime:
     templates: Templates
     evaluator: EvaluatorSpec
     stats: RunStats = field(default_factory=RunStats)
+    near_duplicates: NearDuplicateIndex | None = None
     on_round: Callable[[dict], None] | None = None
     # Sampling, visit counting, id allocation and dedup run under one lock so workers see
     # each other's choices: UCB statistics and deduplication are global, not per worker.
@@ -92,6 +95,9 @@ def evaluator_spec(experiment: Experiment) -> EvaluatorSpec:
         path=experiment.evaluator_path, timeout_s=ev.timeout_s, memory_mb=ev.memory_mb,
         max_output_bytes=ev.max_output_bytes, kill_output_bytes=ev.kill_output_bytes,
         sandbox=ev.sandbox,
+        # Under bwrap candidates cannot even read the search's databases (they cannot write
+        # anywhere but their working directory at that level anyway).
+        hidden_paths=(experiment.storage_dir,),
     )
 
 
@@ -100,7 +106,8 @@ def open_runtime(experiment: Experiment, on_round: Callable[[dict], None] | None
     config = experiment.config
     register_offline_provider()
     tree = TreeStore(experiment.tree_path)
-    memory = MemoryStore(experiment.memory_path, load_embedder(config.cognition.embeddings))
+    embedder = load_embedder(config.cognition.embeddings or config.dedup.near_threshold is not None)
+    memory = MemoryStore(experiment.memory_path, embedder if config.cognition.embeddings else None)
     prompt_dir = experiment.dir / config.prompts.dir
     runtime = Runtime(
         search_id=uuid.uuid4().hex[:12],
@@ -113,6 +120,10 @@ def open_runtime(experiment: Experiment, on_round: Callable[[dict], None] | None
         on_round=on_round,
         _ids=itertools.count(tree.max_id() + 1),
     )
+    if config.dedup.near_threshold is not None and embedder is not None:
+        runtime.near_duplicates = NearDuplicateIndex(embedder, config.dedup.near_threshold)
+        evaluated = [n.id for n in tree.summaries() if n.status.value in ("ok", "candidate_error")]
+        runtime.near_duplicates.add_many((n.id, n.code) for n in tree.nodes(evaluated))
     _ACTIVE[runtime.search_id] = runtime
     return runtime
 

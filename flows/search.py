@@ -102,6 +102,8 @@ def evaluate_initial(rt: Runtime) -> Node:
     node = Node(id=rt.next_node_id(), parent_id=None, round=0, code=code, code_hash=code_hash(code),
                 motivation="initial program", status=Status.PENDING)
     rt.tree.insert_node(node)
+    if rt.near_duplicates is not None:
+        rt.near_duplicates.add_many([(node.id, code)])
     candidate = Candidate(node=node)
     try:
         scored = round_tasks(rt).evaluate(rt.search_id, candidate)
@@ -128,6 +130,7 @@ def summarise(rt: Runtime, stop_reason: str, seconds: float) -> dict[str, Any]:
         "rounds_done": rt.stats.rounds_done,
         "by_status": dict(rt.stats.by_status),
         "duplicates_rejected": rt.stats.duplicates,
+        "near_duplicates_rejected": rt.stats.near_duplicates,
         "lessons_written": rt.stats.lessons,
         "initial_score": initial.score if initial else None,
         "best_score": best.score if best else None,

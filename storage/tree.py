@@ -201,6 +201,9 @@ class TreeStore:
         )
         return [dict(zip(cols, r)) for r in rows]
 
+    def ids_with_status(self, status: Status) -> list[int]:
+        return [r[0] for r in self._fetch("SELECT id FROM nodes WHERE status = ? ORDER BY id", [status.value])]
+
     def node_ids(self) -> set[int]:
         return {r[0] for r in self._fetch("SELECT id FROM nodes")}
 
@@ -222,6 +225,7 @@ class TreeStore:
         node: Node,
         attempts: Sequence[EvalResult] = (),
         llm_calls: Sequence[tuple[str, LLMReply | None, str | None]] = (),
+        first_attempt: int = 1,
     ) -> None:
         """Writes a node's final state, its evaluation attempts and its LLM calls atomically."""
         params = _node_params(node)
@@ -240,7 +244,7 @@ class TreeStore:
                     "exit_code, duration_s, stdout_tail, stderr_tail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
                         (
-                            node.id, i + 1, a.outcome.value, a.score, _json(_clean(a.metrics)), a.error,
+                            node.id, first_attempt + i, a.outcome.value, a.score, _json(_clean(a.metrics)), a.error,
                             a.exit_code, a.duration_s, a.stdout_tail, a.stderr_tail,
                         )
                         for i, a in enumerate(attempts)

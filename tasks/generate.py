@@ -89,13 +89,21 @@ def register(rt: Runtime, candidate: Candidate) -> Candidate:
     node = candidate.node
     with rt.tree_lock:
         duplicate_of = rt.tree.find_hash(node.code_hash)
-        if duplicate_of is None:
+        reason = f"duplicate of node {duplicate_of}: not evaluated again" if duplicate_of is not None else None
+        if reason is None and rt.near_duplicates is not None:
+            near = rt.near_duplicates.nearest(node.code)
+            if near is not None:
+                reason = f"near-duplicate of node {near[0]} (similarity {near[1]:.3f}): not evaluated"
+        if reason is None:
             rt.tree.insert_node(node)
+            if rt.near_duplicates is not None:
+                rt.near_duplicates.add_many([(node.id, node.code)])
             return candidate
-    rt.stats.duplicates += 1
-    rejected = node.model_copy(update={
-        "status": Status.REJECTED, "error": f"duplicate of node {duplicate_of}: not evaluated again",
-    })
+    if reason.startswith("near"):
+        rt.stats.near_duplicates += 1
+    else:
+        rt.stats.duplicates += 1
+    rejected = node.model_copy(update={"status": Status.REJECTED, "error": reason})
     return candidate.model_copy(update={"node": rejected})
 
 

@@ -39,6 +39,7 @@ def test_new_best_is_rerun_unless_within_margin():
     cfg = OutlierConfig()
     assert rerun_reason(2.0, 1.0, [], cfg).startswith("would be a new best")
     assert rerun_reason(1.0, 1.0, [], cfg) is None
+    assert rerun_reason(1.0, None, [], cfg).startswith("first score of the search")
     assert rerun_reason(1.05, 1.0, [], OutlierConfig(new_best_margin=0.1)) is None
     assert rerun_reason(1.2, 1.0, [], OutlierConfig(new_best_margin=0.1)) is not None
     assert rerun_reason(5.0, 1.0, [], OutlierConfig(enabled=False)) is None

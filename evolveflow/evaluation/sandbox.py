@@ -1,0 +1,392 @@
+"""Launch an evaluator in a killable process tree, under bubblewrap or as a plain process, with limits.
+
+Two levels (see docs/sandbox.md for what each was measured to stop):
+
+* ``bwrap``: bubblewrap with the whole filesystem read-only, only the working directory writable,
+  fresh /tmp, /run and /var/tmp, new pid/net/ipc/uts/user namespaces, no capabilities, no nested
+  user namespaces, and death with its parent. Killing bwrap kills every process inside.
+* ``process``: a plain subprocess in its own session. It does NOT prevent writes outside the
+  working directory nor network access; it only scrubs the environment, applies rlimits and kills
+  the whole tree (process group plus every process carrying this run's token in its environment).
+
+Both levels run the command through a tiny launcher that sets RLIMIT_AS / RLIMIT_CORE
+(and RLIMIT_NPROC for non-root users: the kernel ignores it for root), arms SIGKILL on the
+death of evolveflow, and refuses to start if evolveflow has already died, before exec.
+What a SIGKILLed evolveflow leaves behind is removed by sweep_orphans() (run once per process).
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+TOKEN_VARIABLE = "EVOLVEFLOW_RUN_TOKEN"
+# Directories replaced by an empty tmpfs under bwrap: a read-only bind still lets a program
+# connect() to the unix sockets inside them (measured), e.g. a database's or docker's.
+MASKED_BY_DEFAULT = (Path("/tmp"), Path("/run"), Path("/var/tmp"))
+_READ_CHUNK = 65536
+_POLL_S = 0.1
+# After the evaluator exits, escaped processes may hold our pipes open; wait this long at most.
+_DRAIN_GRACE_S = 1.0
+
+# Runs just before the evaluator (and, under bwrap, also before bwrap): limits first, then exec,
+# so no user code ever runs without them (preexec_fn is unsafe in a threaded parent such as a
+# Prefect worker). "alive_fd" is the read end of a pipe whose write end only evolveflow holds:
+# once evolveflow is dead it reports a hang-up, and the evaluator is not started. This closes the
+# window in which a parent-death signal is not armed yet (bwrap arms its own without such a check).
+_LAUNCHER = r"""
+import json, os, resource, select, sys
+config = json.loads(sys.argv[1])
+for name, value in config["rlimits"].items():
+    limit = getattr(resource, name)
+    hard = resource.getrlimit(limit)[1]
+    value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+    resource.setrlimit(limit, (value, value))
+if config["pdeathsig"]:
+    import ctypes
+    ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG = SIGKILL: die with evolveflow
+watch = select.poll()
+watch.register(config["alive_fd"], select.POLLIN)
+if watch.poll(0):  # nothing is ever written: any event is the hang-up of a dead evolveflow
+    os._exit(75)
+if not config["keep_alive_fd"]:
+    os.close(config["alive_fd"])
+command = sys.argv[2:]
+try:
+    os.execv(command[0], command)
+except OSError as exc:
+    sys.stderr.write(f"evolveflow: cannot execute evaluator {command[0]}: {exc}\n")
+    os._exit(75)
+"""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of one evaluator run."""
+
+    timeout_s: float
+    memory_mb: int | None
+    max_output_bytes: int
+    kill_output_bytes: int
+    max_processes: int | None = None
+
+
+@dataclass(frozen=True)
+class Completed:
+    """What was observed of one evaluator run."""
+
+    exit_code: int | None
+    stdout: bytes  # the last max_output_bytes
+    stderr: bytes
+    stdout_bytes: int  # total printed
+    stderr_bytes: int
+    killed_reason: str | None  # set when evolveflow killed the run (timeout or output guard)
+    duration_s: float
+
+
+class _Tail:
+    """Keeps the last `keep` bytes of a stream and counts all of them."""
+
+    def __init__(self, name: str, keep: int) -> None:
+        self.name, self.keep, self.total, self.data = name, keep, 0, bytearray()
+
+    def add(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        self.data += chunk
+        if len(self.data) > 2 * self.keep:  # trim rarely: amortised O(1) per byte
+            del self.data[: len(self.data) - self.keep]
+
+    def tail(self) -> bytes:
+        return bytes(self.data[-self.keep:]) if self.keep else b""
+
+
+_bwrap_lock = threading.Lock()
+_bwrap_result: list[str | None] = []
+
+
+def bwrap_problem() -> str | None:
+    """Return None when bubblewrap works here with evolveflow's flags, else why not (probed once)."""
+    with _bwrap_lock:
+        if not _bwrap_result:
+            _bwrap_result.append(_probe_bwrap())
+        return _bwrap_result[0]
+
+
+def _probe_bwrap() -> str | None:
+    if shutil.which("bwrap") is None:
+        return "bwrap is not installed (install the 'bubblewrap' package)"
+    with tempfile.TemporaryDirectory(prefix="evolveflow-probe-") as workdir:
+        argv = bwrap_prefix(Path(workdir)) + ["true"]
+        try:
+            done = subprocess.run(argv, capture_output=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"bwrap could not be started: {exc}"
+    if done.returncode != 0:
+        reason = done.stderr.decode("utf-8", "replace").strip() or f"exit status {done.returncode}"
+        return f"bwrap does not work here ({reason}); user namespaces may be disabled"
+    return None
+
+
+def _under(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def _maskable(path: Path) -> bool:
+    # A symlink's target is masked on its own; bwrap cannot mount over a missing path.
+    return path.exists() and not path.is_symlink()
+
+
+def _mask_args(paths: Sequence[Path]) -> list[str]:
+    argv: list[str] = []
+    for path in paths:
+        argv += ["--tmpfs", str(path)] if path.is_dir() else ["--ro-bind", "/dev/null", str(path)]
+    return argv
+
+
+def bwrap_prefix(workdir: Path, readable: Sequence[Path] = (), hidden: Sequence[Path] = ()) -> list[str]:
+    """Return the bwrap argv (ending in '--') that confines a command to a writable workdir."""
+    argv = [shutil.which("bwrap") or "bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    masked = [path for path in MASKED_BY_DEFAULT if _maskable(path)]
+    argv += _mask_args(masked)
+    for path in readable:  # things the evaluator needs that a default mask would otherwise hide
+        if path.exists() and any(_under(path, root) for root in masked):
+            argv += ["--ro-bind", str(path), str(path)]
+    # The user's hidden paths come after the readable binds so that they win inside them.
+    argv += _mask_args([path for path in hidden if _maskable(path)])
+    argv += [
+        "--bind", str(workdir), str(workdir), "--chdir", str(workdir),
+        # Run as root, bwrap keeps every capability by default, and the sandboxed root could then
+        # remount / read-write (measured). Either flag below stops that alone (measured); keep both.
+        "--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL",
+        "--die-with-parent", "--new-session", "--",
+    ]
+    return argv
+
+
+def launcher_prefix(rlimits: Mapping[str, int], *, alive_fd: int, pdeathsig: bool,
+                    keep_alive_fd: bool = False) -> list[str]:
+    """Return the argv prefix that sets rlimits, arms SIGKILL-on-parent-death, checks evolveflow lives, execs."""
+    config = json.dumps({"rlimits": dict(rlimits), "alive_fd": alive_fd, "pdeathsig": pdeathsig,
+                         "keep_alive_fd": keep_alive_fd})
+    return [sys.executable, "-I", "-S", "-c", _LAUNCHER, config]
+
+
+def rlimits_for(limits: Limits) -> dict[str, int]:
+    """Return the resource limits (name -> value) that confine the evaluator."""
+    rlimits = {"RLIMIT_CORE": 0}
+    if limits.memory_mb is not None:
+        rlimits["RLIMIT_AS"] = limits.memory_mb * 1024 * 1024
+    process_cap = _process_cap(limits.max_processes)
+    if process_cap is not None:
+        rlimits["RLIMIT_NPROC"] = process_cap
+    return rlimits
+
+
+def _process_cap(max_processes: int | None) -> int | None:
+    # RLIMIT_NPROC counts every task of the user, so allow what already runs plus max_processes.
+    # Root is exempt from RLIMIT_NPROC (measured, also inside bwrap), so it would be a no-op.
+    if max_processes is None or os.geteuid() == 0:
+        return None
+    return _tasks_of_user(os.getuid()) + max_processes
+
+
+def _tasks_of_user(uid: int) -> int:
+    count = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{name}/status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if int(fields.get("Uid", "-1").split()[0]) == uid:
+            count += int(fields.get("Threads", "1"))
+    return count
+
+
+def _start_time(pid: int | str) -> str | None:
+    # Field 22 of /proc/PID/stat; with the pid it names a process uniquely (pids get reused).
+    # None for a process that is gone or a zombie: it will never clean up after itself.
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else fields[19]
+
+
+def new_run_token() -> str:
+    """Return a fresh token naming this evolveflow process (pid and start time) and the run."""
+    return f"{os.getpid()}-{_start_time('self')}-{secrets.token_hex(8)}"
+
+
+def _run_tokens() -> dict[int, str]:
+    tokens, me, prefix = {}, os.getpid(), f"{TOKEN_VARIABLE}=".encode()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as handle:
+                environ = handle.read()
+        except OSError:
+            continue  # gone already, or not ours
+        for entry in environ.split(b"\0"):
+            if entry.startswith(prefix):
+                tokens[int(name)] = entry[len(prefix):].decode("ascii", "replace")
+    return tokens
+
+
+def sweep_orphans() -> int:
+    """SIGKILL evaluation processes whose evolveflow process has died; return how many were killed.
+
+    A SIGKILLed evolveflow cannot clean up: at the process level the evaluator's own children
+    outlive it, and a bwrap killed within its first milliseconds leaves a child blocked forever
+    in its setup handshake (measured; no user code has run in it yet).
+    """
+    killed = 0
+    for pid, token in _run_tokens().items():
+        owner_pid, _, owner_start = token.partition("-")
+        owner_start = owner_start.partition("-")[0]
+        if owner_pid.isdigit() and _start_time(owner_pid) != owner_start:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except OSError:
+                pass
+    return killed
+
+
+_sweep_lock = threading.Lock()
+_swept = False
+
+
+def _sweep_orphans_once() -> None:
+    global _swept
+    with _sweep_lock:
+        if not _swept:
+            _swept = True
+            sweep_orphans()
+
+
+def kill_tree(proc: subprocess.Popen, token: str, attempts: int = 200) -> bool:
+    """SIGKILL the run's process group and every process carrying its token; True once none is left."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    for _ in range(attempts):
+        # A zombie's environ reads empty, so dead-but-unreaped processes do not count.
+        pids = [pid for pid, carried in _run_tokens().items() if carried == token]
+        if not pids:
+            return True
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.01)
+    return False
+
+
+def run_sandboxed(
+    command: Sequence[str],
+    *,
+    workdir: Path,
+    env: Mapping[str, str],
+    level: str,
+    limits: Limits,
+    readable: Sequence[Path] = (),
+    hidden: Sequence[Path] = (),
+) -> Completed:
+    """Run command at sandbox level 'bwrap' or 'process' in workdir; kill it all when done or over limits."""
+    if level not in ("bwrap", "process"):
+        raise ValueError(f"sandbox level must be 'bwrap' or 'process', got {level!r}")
+    _sweep_orphans_once()  # leftovers of an earlier evolveflow that was SIGKILLed
+    token = new_run_token()
+    alive_fd, alive_keeper = os.pipe()
+    inner = launcher_prefix(rlimits_for(limits), alive_fd=alive_fd, pdeathsig=True) + list(command)
+    if level == "bwrap":
+        # bwrap itself is started with the parent-death signal armed, and passes alive_fd inside.
+        outer = launcher_prefix({}, alive_fd=alive_fd, pdeathsig=True, keep_alive_fd=True)
+        argv = outer + bwrap_prefix(workdir, readable, hidden) + inner
+    else:
+        argv = inner
+    started = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            argv, cwd=workdir, env={**env, TOKEN_VARIABLE: token}, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, close_fds=True,
+            pass_fds=(alive_fd,),
+        )
+    except OSError:
+        os.close(alive_keeper)
+        raise
+    finally:
+        os.close(alive_fd)
+    streams = {proc.stdout.fileno(): _Tail("stdout", limits.max_output_bytes),
+               proc.stderr.fileno(): _Tail("stderr", limits.max_output_bytes)}
+    try:
+        killed_reason = _supervise(proc, streams, limits, started, token)
+    finally:
+        kill_tree(proc, token)
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+        os.close(alive_keeper)
+    out, err = streams.values()
+    return Completed(
+        exit_code=proc.returncode, stdout=out.tail(), stderr=err.tail(), stdout_bytes=out.total,
+        stderr_bytes=err.total, killed_reason=killed_reason, duration_s=time.monotonic() - started,
+    )
+
+
+def _supervise(proc: subprocess.Popen, streams: dict[int, _Tail], limits: Limits,
+               started: float, token: str) -> str | None:
+    """Pump both pipes until the run ends; enforce the wall clock and the output guard."""
+    deadline = started + limits.timeout_s
+    killed_reason: str | None = None
+    exited_at: float | None = None
+    with selectors.DefaultSelector() as selector:
+        for fd in streams:
+            selector.register(fd, selectors.EVENT_READ)
+        while True:
+            now = time.monotonic()
+            if killed_reason is None and exited_at is None and now >= deadline:
+                killed_reason = f"timed out after {float(limits.timeout_s)} s"
+                kill_tree(proc, token)
+            if exited_at is None and proc.poll() is not None:
+                exited_at = now
+                kill_tree(proc, token)  # leftovers would hold the pipes open
+            if not selector.get_map():
+                if exited_at is not None:
+                    return killed_reason
+                try:  # the evaluator closed its pipes but still runs
+                    proc.wait(timeout=max(0.0, deadline - now))
+                except subprocess.TimeoutExpired:
+                    pass
+                continue
+            if exited_at is not None and now - exited_at > _DRAIN_GRACE_S:
+                return killed_reason
+            wait_s = _POLL_S if killed_reason or exited_at else min(_POLL_S, max(0.0, deadline - now))
+            for key, _ in selector.select(timeout=wait_s):
+                chunk = os.read(key.fd, _READ_CHUNK)
+                if not chunk:
+                    selector.unregister(key.fd)
+                    continue
+                stream = streams[key.fd]
+                stream.add(chunk)
+                if killed_reason is None and stream.total > limits.kill_output_bytes:
+                    killed_reason = (f"printed more than {limits.kill_output_bytes} bytes on "
+                                     f"{stream.name} (output limit); killed")
+                    kill_tree(proc, token)
