@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -26,11 +27,17 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in flags.items() if v is not None}
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import logging
 
     from flows.search import evolve_search  # Prefect import takes seconds: only when needed
 
+    # SIGTERM (kill, systemd, a Prefect cancellation) stops like Ctrl-C: rounds in flight finish.
+    signal.signal(signal.SIGTERM, _interrupt)
     # A failed task's traceback is noise on the console: the outcome is recorded in the tree
     # and shown in the progress line; the Prefect UI still has the full task-run logs.
     logging.getLogger("prefect.task_runs").setLevel(logging.CRITICAL)
