@@ -36,7 +36,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from flows.search import evolve_search  # Prefect import takes seconds: only when needed
 
-    # SIGTERM (kill, systemd, a Prefect cancellation) stops like Ctrl-C: rounds in flight finish.
+    # Before the rounds start (Prefect start-up, initial evaluation) SIGTERM acts like Ctrl-C;
+    # during the rounds flows/signals.py turns both into a clean stop.
     signal.signal(signal.SIGTERM, _interrupt)
     # A failed task's traceback is noise on the console: the outcome is recorded in the tree
     # and shown in the progress line; the Prefect UI still has the full task-run logs.

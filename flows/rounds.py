@@ -11,6 +11,7 @@ from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settin
 from evolveflow.runtime import Runtime
 from evolveflow.stopping import Progress, stop_reason
 from flows.round import evolve_round
+from flows.signals import stop_on_signals
 from storage.report import build_report, write_report
 
 
@@ -25,7 +26,13 @@ class RoundLoop:
         best = rt.tree.best()
         self.best = best.score if best else None
         self.since_improvement = 0
+        self.interrupted: str | None = None
         self.logger = get_run_logger()
+
+    def request_stop(self, signal_name: str) -> None:
+        """Stops scheduling rounds; the ones in flight finish (called from a signal handler)."""
+        self.interrupted = signal_name
+        print(f"\n{signal_name}: stopping after the rounds in flight (send it again to abort them)", flush=True)
 
     def progress(self) -> Progress:
         usage = self.rt.tree.usage_totals()
@@ -44,10 +51,13 @@ class RoundLoop:
         # Round flows run without Prefect heartbeats (they cost ~0.9 s per flow run here); a
         # crash is detected by the search itself: pending nodes are marked abandoned at restart.
         with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}), \
+                stop_on_signals(self.request_stop), \
                 ThreadPoolExecutor(max_workers=workers, thread_name_prefix="round") as pool:
             in_flight: set[Future] = set()
             next_round = self.first
             while True:
+                if self.interrupted and reason is None:
+                    reason = "interrupted"
                 while reason is None and len(in_flight) < workers:
                     if next_round >= self.first + self.count:
                         reason = "rounds"
@@ -59,15 +69,8 @@ class RoundLoop:
                         next_round += 1
                 if not in_flight:
                     return reason or "rounds"
-                try:
-                    done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                except KeyboardInterrupt:
-                    if reason == "interrupted":
-                        raise  # a second Ctrl-C: stop now; in-flight rounds become abandoned
-                    reason = "interrupted"
-                    print(f"\nstopping after the {len(in_flight)} round(s) in flight "
-                          "(Ctrl-C again to abort them)", flush=True)
-                    continue
+                # A timeout so that a stop request is seen while rounds are still running.
+                done, in_flight = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
                 for future in done:
                     self.finish(future)
 

@@ -163,10 +163,10 @@ _warned: set[str] = set()
 _cache_lock = threading.Lock()
 
 
-def _warn_once(key: str, message: str) -> None:
+def _warn_once(key: str, message: str, level: int = logging.WARNING) -> None:
     if key not in _warned:
         _warned.add(key)
-        logger.warning(message)
+        logger.log(level, message)
 
 
 def load_embedder(enabled: bool = True, model_path: Path | str | None = None) -> Embedder | None:
@@ -176,6 +176,7 @@ def load_embedder(enabled: bool = True, model_path: Path | str | None = None) ->
             "disabled",
             "embeddings are disabled by configuration; knowledge and lesson search "
             "uses full-text matching only",
+            logging.INFO,  # the user asked for it: not worth a warning
         )
         return None
     key = str(model_path) if model_path is not None else None

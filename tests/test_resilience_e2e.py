@@ -210,3 +210,30 @@ def evaluate(program_path):
         assert len(rounds) == len(set(rounds))  # no round duplicated
     lessons = MemoryStore(tmp_path / "runs" / "demo" / "memory.lance", None).lesson_node_ids()
     assert lessons <= after  # a lesson never points at a node that does not exist
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_stops_after_rounds_in_flight(tmp_path, sig):
+    experiment(tmp_path, '''
+import time
+
+def evaluate(program_path):
+    time.sleep(0.3)
+    return {"score": -mse(load(program_path))}
+''')
+    env = {**os.environ, "PREFECT_API_URL": _api_url()}
+    proc = subprocess.Popen([sys.executable, "-m", "evolveflow.cli", "run", "demo", "--rounds", "200"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    report_path = tmp_path / "runs" / "demo" / "report.json"
+    deadline = time.monotonic() + 120
+    while not (report_path.exists() and json.loads(report_path.read_text()).get("rounds", 0) >= 2):
+        assert time.monotonic() < deadline and proc.poll() is None, "no progress"
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert "stopped (interrupted)" in out
+    with tree_of(tmp_path) as tree:
+        assert tree.ids_with_status(Status.PENDING) == [] and tree.ids_with_status(Status.ABANDONED) == []
+        done = len(tree.node_ids()) - 1
+    assert f"after {done} rounds" in out

@@ -133,3 +133,26 @@ def test_replies_that_never_edit_become_rejected_nodes(tmp_path, monkeypatch):
         node = tree.node(2)
         assert node.status == Status.REJECTED
         assert node.error.startswith("no valid edit in 2 replies; last: NoEditFound")
+
+
+def test_circle_packing_demo_runs_offline(tmp_path, repo_root):
+    import shutil
+
+    shutil.copytree(repo_root / "experiments" / "circle_packing", tmp_path / "experiments" / "circle_packing")
+    summary = evolve_search(experiment="circle_packing", rounds=3, root=str(tmp_path))
+    assert summary["rounds_done"] == 3
+    assert summary["initial_score"] == pytest.approx(1.736, abs=1e-3)
+    assert summary["best_score"] >= summary["initial_score"]
+
+
+def test_two_workers_share_one_tree_and_island_sampling_uses_islands(tmp_path):
+    demo(tmp_path, "database:\n  sampling:\n    island: {num_islands: 3, descriptors: [[mse, 0.0, 0.05, 4]]}\n")
+    summary = run(tmp_path, 8, **{"pipeline.parallel.num_workers": 2, "database.sampling.algorithm": "island"})
+    assert summary["rounds_done"] == 8
+    with TreeStore(tmp_path / "runs" / "demo" / "tree.duckdb", read_only=True) as tree:
+        nodes = tree.nodes(sorted(tree.node_ids()))
+        assert sorted(n.round for n in nodes) == list(range(0, 9))  # each round exactly once
+        assert sum(n.visits for n in nodes) == 8  # every round's parent choice was counted once
+        assert {n.island for n in nodes[1:]} == {0, 1, 2}  # round r samples island r % 3
+        hashes = [n.code_hash for n in nodes if n.status in (Status.OK, Status.CANDIDATE_ERROR)]
+        assert len(hashes) == len(set(hashes))  # no program evaluated twice, across workers
