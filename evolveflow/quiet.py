@@ -17,6 +17,9 @@ OFFLINE_DEFAULTS = {
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "200",
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE": "200",
     "LANCEDB_LOG": "error",
+    # onnxruntime (the offline embedding model) sends 1DS telemetry to a Microsoft host from a
+    # background thread; disable_telemetry_events() did not stop it here, this variable does.
+    "ORT_DISABLE_TELEMETRY": "1",
     "TOKENIZERS_PARALLELISM": "false",
 }
 

@@ -105,8 +105,7 @@ class MiniLMEmbedder:
     def _load_session(path: Path, threads: int):
         import onnxruntime as ort
 
-        # onnxruntime sends telemetry events (a DNS lookup of a Microsoft host was seen with
-        # strace during the demo); nothing may leave the machine.
+        # Telemetry is off through ORT_DISABLE_TELEMETRY (evolveflow/quiet.py); this is belt and braces.
         ort.disable_telemetry_events()
         if not path.is_file():
             raise EmbeddingUnavailable(f"ONNX model file {path} does not exist")
