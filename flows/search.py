@@ -9,13 +9,13 @@ from typing import Any, Callable
 
 from prefect import flow, get_run_logger
 
+from evolveflow.edits import code_hash
 from evolveflow.evaluation import check_evaluator
 from evolveflow.experiment import load_experiment
 from evolveflow.progress import print_round, print_summary
 from evolveflow.records import Candidate, Node, Status
 from evolveflow.runtime import Runtime, close_runtime, open_runtime
 from evolveflow.search_lock import SearchLock
-from evolveflow.edits import code_hash
 from flows.round import round_tasks
 from flows.rounds import RoundLoop, publish
 from storage.knowledge_files import load_knowledge_dir
@@ -90,18 +90,24 @@ def prepare(rt: Runtime) -> None:
     if not rt.tree.node_ids():
         evaluate_initial(rt)
     elif rt.tree.best() is None:
-        raise InitialProgramFailed(
-            f"no node of {rt.experiment.name} has a score: the initial program failed earlier; "
-            f"fix it (or the evaluator) and delete {rt.experiment.storage_dir} to start over"
-        )
+        root = rt.tree.node(min(rt.tree.node_ids()))
+        if root.status not in (Status.ABANDONED, Status.INFRA_FAILED):
+            raise InitialProgramFailed(
+                f"no node of {rt.experiment.name} has a score: the initial program failed earlier "
+                f"({root.status.value}: {root.error}); fix it (or the evaluator) and delete "
+                f"{rt.experiment.storage_dir} to start over"
+            )
+        # The process died, or the evaluator was down, while the root was evaluated: try again.
+        evaluate_initial(rt, root)
 
 
-def evaluate_initial(rt: Runtime) -> Node:
-    """Evaluates the experiment's initial program as the root node (round 0)."""
-    code = rt.experiment.initial_code
-    node = Node(id=rt.next_node_id(), parent_id=None, round=0, code=code, code_hash=code_hash(code),
-                motivation="initial program", status=Status.PENDING)
-    rt.tree.insert_node(node)
+def evaluate_initial(rt: Runtime, root: Node | None = None) -> Node:
+    """Evaluates the initial program as the root node (round 0), or an unfinished root again."""
+    code = root.code if root else rt.experiment.initial_code
+    node = Node(id=root.id if root else rt.next_node_id(), parent_id=None, round=0, code=code,
+                code_hash=code_hash(code), motivation="initial program", status=Status.PENDING)
+    earlier_attempts = len(rt.tree.attempts(node.id)) if root else 0
+    rt.tree.finish_node(node) if root else rt.tree.insert_node(node)
     if rt.near_duplicates is not None:
         rt.near_duplicates.add_many([(node.id, code)])
     candidate = Candidate(node=node)
@@ -110,7 +116,7 @@ def evaluate_initial(rt: Runtime) -> Node:
     except InfraError as exc:
         scored = infra_failed(rt, candidate, exc)
     node = final_node(candidate, scored, None, {})
-    round_tasks(rt).persist(rt.search_id, node, scored, [])
+    rt.tree.finish_node(node, scored.attempts, first_attempt=earlier_attempts + 1)
     if scored.status != Status.OK:
         raise InitialProgramFailed(
             f"the initial program {rt.config.initial_program} did not evaluate ({scored.status.value}): "

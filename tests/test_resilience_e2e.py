@@ -237,3 +237,20 @@ def evaluate(program_path):
         assert tree.ids_with_status(Status.PENDING) == [] and tree.ids_with_status(Status.ABANDONED) == []
         done = len(tree.node_ids()) - 1
     assert f"after {done} rounds" in out
+
+
+def test_an_initial_program_whose_evaluator_was_down_is_evaluated_again_next_time(tmp_path):
+    exp = experiment(tmp_path, '''
+def evaluate(program_path):
+    if not os.path.exists(os.path.join(os.path.dirname(__file__), "UP")):
+        return {"retry": True, "error": "cluster down"}
+    return {"score": -mse(load(program_path))}
+''')
+    with pytest.raises(Exception, match=r"did not evaluate \(infra_failed\).*cluster down"):
+        evolve_search(experiment="demo", rounds=2, root=str(tmp_path))
+    (exp / "UP").write_text("")
+    summary = evolve_search(experiment="demo", rounds=2, root=str(tmp_path))
+    assert summary["rounds_done"] == 2 and summary["initial_score"] is not None
+    with tree_of(tmp_path) as tree:
+        outcomes = [a["outcome"] for a in tree.attempts(1)]
+        assert outcomes[:3] == ["infra_error"] * 3 and outcomes[3] == "ok"  # history kept
