@@ -57,6 +57,7 @@ def evolve_search(
         rt = open_runtime(exp, on_round=print_round if progress else None)
         run_id = uuid.uuid4().hex[:12]
         rt.tree.start_run(run_id, rounds, os.getpid())
+        rt.tree.close_dead_runs(run_id)
         stop_reason = "error"
         try:
             prepare(rt)

@@ -284,6 +284,17 @@ class TreeStore:
             )
         return ids
 
+    def close_dead_runs(self, current_run_id: str) -> int:
+        """Marks runs that never ended (their process died) as such; returns how many."""
+        open_runs = "ended_at IS NULL AND stop_reason IS NULL AND run_id <> ?"
+        rows = self._fetch(f"SELECT count(*) FROM runs WHERE {open_runs}", [current_run_id])
+        if rows[0][0]:
+            self._transaction([(
+                "UPDATE runs SET stop_reason = 'process died: in-flight rounds marked abandoned', "
+                f"rounds_done = NULL WHERE {open_runs}", [current_run_id],
+            )])
+        return rows[0][0]
+
     def start_run(self, run_id: str, rounds_asked: int, pid: int) -> None:
         self._transaction(
             [("INSERT INTO runs (run_id, rounds_asked, pid) VALUES (?, ?, ?)", [run_id, rounds_asked, pid])]

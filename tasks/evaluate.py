@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import statistics
+import time
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -28,13 +29,22 @@ def aggregate(attempts: list[EvalResult], notes: str = "") -> Scored:
     )
 
 
-def _run_until(rt: Runtime, node: Node, log: list[EvalResult], target: int) -> Scored | None:
-    """Evaluates until `target` attempts succeeded; returns a failure outcome, or None when done."""
+def _run_until(rt: Runtime, node: Node, log: list[EvalResult], target: int, infra_budget: int = 0) -> Scored | None:
+    """Evaluates until `target` attempts succeeded; returns a failure outcome, or None when done.
+
+    Infra failures raise InfraError (Prefect retries the task) once `infra_budget` in-loop
+    retries, with the evaluate task's backoff, are used up.
+    """
+    retry = rt.config.tasks.evaluate
     while sum(a.outcome == Outcome.OK for a in log) < target:
         seed = rt.config.pipeline.seed * 1_000_003 + node.id * 1_000 + len(log)
         result = run_evaluation(node.code, rt.evaluator, seed=seed, filename=rt.config.evaluation.program_file)
         log.append(result)
         if result.outcome == Outcome.INFRA_ERROR:
+            if infra_budget > 0:
+                infra_budget -= 1
+                time.sleep(retry.delay_s * 2 ** (retry.retries - infra_budget - 1))
+                continue
             raise InfraError(f"evaluator infrastructure failure on node {node.id}: {result.error}")
         if result.outcome == Outcome.CANDIDATE_ERROR:
             return Scored(status=Status.CANDIDATE_ERROR, error=result.error, metrics=result.metrics,
@@ -68,7 +78,10 @@ def score_candidate(rt: Runtime, candidate: Candidate) -> Scored:
     rt.eval_targets[node.id] = repeats + rt.config.evaluation.outlier.reruns
     rt.eval_notes[node.id] = f"re-run before acceptance: {reason}; first score {scored.score:.6g}"
     get_run_logger().info("node %s: %s", node.id, rt.eval_notes[node.id])
-    return _run_until(rt, node, log, rt.eval_targets[node.id]) or aggregate(log, rt.eval_notes[node.id])
+    # The confirming re-runs get their own infra retries: otherwise the likely new bests, which
+    # need the most attempts, would be the nodes most often lost to a flaky evaluator.
+    confirmed = _run_until(rt, node, log, rt.eval_targets[node.id], infra_budget=rt.config.tasks.evaluate.retries)
+    return confirmed or aggregate(log, rt.eval_notes[node.id])
 
 
 def infra_failed(rt: Runtime, candidate: Candidate, error: BaseException) -> Scored:
@@ -76,6 +89,7 @@ def infra_failed(rt: Runtime, candidate: Candidate, error: BaseException) -> Sco
     return Scored(
         status=Status.INFRA_FAILED, error=str(error),
         attempts=tuple(rt.attempt_log.get(candidate.node.id, ())),
+        notes=rt.eval_notes.get(candidate.node.id, ""),
     )
 
 

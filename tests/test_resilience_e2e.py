@@ -254,3 +254,19 @@ def evaluate(program_path):
     with tree_of(tmp_path) as tree:
         outcomes = [a["outcome"] for a in tree.attempts(1)]
         assert outcomes[:3] == ["infra_error"] * 3 and outcomes[3] == "ok"  # history kept
+
+
+def test_confirming_reruns_have_their_own_infra_retries(tmp_path):
+    # Every second attempt of a node fails for infrastructure reasons (seeds alternate parity).
+    experiment(tmp_path, '''
+def evaluate(program_path, seed=None):
+    if seed % 2 == 1:
+        return {"retry": True, "error": "flaky node"}
+    return {"score": -mse(load(program_path))}
+''', "tasks:\n  evaluate: {retries: 1, delay_s: 0.01}\n")
+    summary = evolve_search(experiment="demo", rounds=4, root=str(tmp_path))
+    assert "infra_failed" not in summary["by_status"]
+    with tree_of(tmp_path) as tree:
+        root_attempts = [a["outcome"] for a in tree.attempts(1)]
+        assert root_attempts.count("ok") == 3 and "infra_error" in root_attempts
+        assert tree.node(1).notes.startswith("re-run before acceptance: first score")

@@ -109,3 +109,12 @@ def test_second_process_gets_a_clear_lock_error(tmp_path):
         assert "LOCKED" in out.stdout and "held by another process" in out.stdout
     with TreeStore(path, read_only=True) as reader:
         assert reader.node(1).score == 1.0
+
+
+def test_runs_left_open_by_a_dead_process_are_closed(tree):
+    tree.start_run("dead", 10, 1)
+    tree.start_run("live", 10, 2)
+    assert tree.close_dead_runs("live") == 1
+    rows = dict(tree._fetch("SELECT run_id, stop_reason FROM runs"))
+    assert rows["dead"].startswith("process died") and rows["live"] is None
+    assert tree.close_dead_runs("live") == 0  # already closed
