@@ -60,6 +60,7 @@ class Runtime:
     attempt_log: dict[int, list] = field(default_factory=dict)
     eval_targets: dict[int, int] = field(default_factory=dict)  # successful attempts a node needs
     eval_notes: dict[int, str] = field(default_factory=dict)
+    identical_confirmations: int = 0  # see tasks/evaluate.py: deterministic evaluators need no re-runs
 
     @property
     def config(self) -> Config:

@@ -15,6 +15,9 @@ from flows.signals import stop_on_signals
 from storage.report import build_report, write_report
 
 
+PUBLISH_EVERY_S = 2.0
+
+
 class RoundLoop:
     """Schedules rounds, tracks progress against the budgets, and stops cleanly."""
 
@@ -27,6 +30,7 @@ class RoundLoop:
         self.best = best.score if best else None
         self.since_improvement = 0
         self.interrupted: str | None = None
+        self.published_at = 0.0
         self.logger = get_run_logger()
 
     def request_stop(self, signal_name: str) -> None:
@@ -90,7 +94,10 @@ class RoundLoop:
             self.best, self.since_improvement = score, 0
         else:
             self.since_improvement += 1
-        publish(rt)
+        # The report costs ~25 ms to build; readers need it fresh to the second, not the round.
+        if time.monotonic() - self.published_at >= PUBLISH_EVERY_S:
+            publish(rt)
+            self.published_at = time.monotonic()
         if rt.on_round:
             rt.on_round({**summary, "best": self.best})
 

@@ -152,6 +152,16 @@ class TreeStore:
         )
         return self.node(rows[0][0]) if rows else None
 
+    def best_score(self) -> float | None:
+        """Returns the highest confirmed score (status ok), without loading any node."""
+        return self._fetch("SELECT max(score) FROM nodes WHERE status = 'ok'")[0][0]
+
+    def lineage_scores(self, node_id: int) -> list[float]:
+        """Returns the ok scores on the path from the root to this node (no code loaded)."""
+        return [r[0] for r in self._fetch(
+            f"SELECT n.score FROM ({LINEAGE_SQL}) l JOIN nodes n ON n.id = l.id "
+            "WHERE n.status = 'ok' AND n.score IS NOT NULL", [node_id])]
+
     def failed_children(self, parent_id: int, limit: int = 3) -> list[Node]:
         """Returns the parent's latest children that failed or were rejected, newest first."""
         rows = self._fetch(

@@ -52,10 +52,7 @@ def _run_until(rt: Runtime, node: Node, log: list[EvalResult], target: int, infr
     return None
 
 
-def _lineage_scores(rt: Runtime, node: Node) -> list[float]:
-    if node.parent_id is None:
-        return []
-    return [n.score for n in rt.tree.lineage(node.parent_id) if n.status == Status.OK and n.score is not None]
+DETERMINISTIC_AFTER = 3  # identical confirmations in a row that show the evaluator has no noise
 
 
 def score_candidate(rt: Runtime, candidate: Candidate) -> Scored:
@@ -69,10 +66,11 @@ def score_candidate(rt: Runtime, candidate: Candidate) -> Scored:
         return failed
     scored = aggregate(log, rt.eval_notes.get(node.id, ""))
     if node.id in rt.eval_targets:
-        return scored  # already confirmed by re-runs
-    best = rt.tree.best()
-    reason = rerun_reason(scored.score, best.score if best else None, _lineage_scores(rt, node),
-                          rt.config.evaluation.outlier)
+        return _learn_noise(rt, scored)  # confirmed by re-runs
+    if rt.identical_confirmations >= DETERMINISTIC_AFTER:
+        return scored  # re-running a deterministic evaluator only repeats the same number
+    lineage = rt.tree.lineage_scores(node.parent_id) if node.parent_id is not None else []
+    reason = rerun_reason(scored.score, rt.tree.best_score(), lineage, rt.config.evaluation.outlier)
     if reason is None:
         return scored
     rt.eval_targets[node.id] = repeats + rt.config.evaluation.outlier.reruns
@@ -81,7 +79,20 @@ def score_candidate(rt: Runtime, candidate: Candidate) -> Scored:
     # The confirming re-runs get their own infra retries: otherwise the likely new bests, which
     # need the most attempts, would be the nodes most often lost to a flaky evaluator.
     confirmed = _run_until(rt, node, log, rt.eval_targets[node.id], infra_budget=rt.config.tasks.evaluate.retries)
-    return confirmed or aggregate(log, rt.eval_notes[node.id])
+    return confirmed or _learn_noise(rt, aggregate(log, rt.eval_notes[node.id]))
+
+
+def _learn_noise(rt: Runtime, scored: Scored) -> Scored:
+    """Counts confirmations whose attempts were identical; any spread means the metric is noisy."""
+    if scored.score_spread == 0:
+        rt.identical_confirmations += 1
+        if rt.identical_confirmations == DETERMINISTIC_AFTER:
+            get_run_logger().warning(
+                "the evaluator gave identical scores on %d confirmations in a row: treating it as "
+                "deterministic, outlier re-runs are skipped for the rest of this run", DETERMINISTIC_AFTER)
+    else:
+        rt.identical_confirmations = -(10**9)  # noisy: never stop confirming in this run
+    return scored
 
 
 def infra_failed(rt: Runtime, candidate: Candidate, error: BaseException) -> Scored:

@@ -6,6 +6,7 @@ from prefect.cache_policies import NO_CACHE
 
 from evolveflow.records import Candidate, LLMCall, Node, Scored, Status
 from evolveflow.runtime import Runtime, get_runtime
+from storage.memory import MemoryStore
 
 
 def final_node(candidate: Candidate, scored: Scored, lesson: str | None, timings: dict[str, float]) -> Node:
@@ -30,6 +31,9 @@ def save(rt: Runtime, node: Node, scored: Scored, calls: list[LLMCall]) -> Node:
             rt.stats.lessons += 1
             if rt.stats.lessons % rt.config.cognition.compact_every == 0:
                 rt.memory.compact()  # one LanceDB version per add: compact before reads slow down
+                # A fresh handle drops LanceDB's native caches, which otherwise grow with every
+                # version (measured: 10 MB per 100 rounds before, ~2 MB after).
+                rt.memory = MemoryStore(rt.memory.path, rt.memory.embedder)
     return node
 
 

@@ -156,3 +156,27 @@ def test_two_workers_share_one_tree_and_island_sampling_uses_islands(tmp_path):
         assert {n.island for n in nodes[1:]} == {0, 1, 2}  # round r samples island r % 3
         hashes = [n.code_hash for n in nodes if n.status in (Status.OK, Status.CANDIDATE_ERROR)]
         assert len(hashes) == len(set(hashes))  # no program evaluated twice, across workers
+
+
+def test_a_deterministic_evaluator_stops_getting_confirmation_reruns(tmp_path):
+    exp = demo(tmp_path)
+    # Every upward nudge of a constant is a new best: improvements are frequent.
+    (exp / "evaluator.py").write_text(
+        "import importlib.util\n\ndef evaluate(path):\n"
+        "    spec = importlib.util.spec_from_file_location('c', path)\n"
+        "    m = importlib.util.module_from_spec(spec)\n    spec.loader.exec_module(m)\n"
+        "    return {'score': m.C0 + m.C1 + m.C2 + m.C3}\n")
+    run(tmp_path, 12, **{"database.sampling.algorithm": "greedy"})
+    with TreeStore(tmp_path / "runs" / "demo" / "tree.duckdb", read_only=True) as tree:
+        nodes = [n for n in tree.nodes(sorted(tree.node_ids())) if n.status == Status.OK]
+        new_bests, best = [], None
+        for n in nodes:
+            if best is None or n.score > best:
+                new_bests.append(n)
+                best = n.score
+        assert len(new_bests) > 3, "the run must improve often enough for the rule to matter"
+        for n in new_bests[:3]:  # confirmed: three identical attempts each
+            attempts = tree.attempts(n.id)
+            assert n.notes.startswith("re-run") and len({a["score"] for a in attempts}) == 1 and len(attempts) == 3
+        for n in new_bests[3:]:  # then the evaluator is known to be deterministic
+            assert len(tree.attempts(n.id)) == 1 and not n.notes

@@ -118,3 +118,12 @@ def test_runs_left_open_by_a_dead_process_are_closed(tree):
     rows = dict(tree._fetch("SELECT run_id, stop_reason FROM runs"))
     assert rows["dead"].startswith("process died") and rows["live"] is None
     assert tree.close_dead_runs("live") == 0  # already closed
+
+
+def test_best_score_and_lineage_scores_skip_failed_nodes(tree):
+    tree.insert_node(node(1, score=1.0))
+    tree.insert_node(node(2, parent=1, status=Status.CANDIDATE_ERROR))
+    tree.insert_node(node(3, parent=2, score=3.0))
+    tree.insert_node(node(4, parent=3, score=9.0, status=Status.INFRA_FAILED))
+    assert tree.best_score() == 3.0
+    assert sorted(tree.lineage_scores(3)) == [1.0, 3.0]
