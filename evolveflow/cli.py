@@ -115,7 +115,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_knowledge_add(args: argparse.Namespace) -> int:
     from evolveflow.knowledge import add_knowledge
-    from storage.knowledge_files import load_knowledge_dir
+    from storage.knowledge_files import load_knowledge_dir, load_knowledge_file
 
     items: list[dict] = []
     for path in args.files:
@@ -123,7 +123,7 @@ def cmd_knowledge_add(args: argparse.Namespace) -> int:
         if path.is_dir():
             items += load_knowledge_dir(path)
         elif path.is_file():
-            items += load_knowledge_dir(path.parent, only=path.name)
+            items += load_knowledge_file(path)
         else:
             raise CliError(f"{path}: no such file or folder")
     if args.title or args.content:

@@ -26,16 +26,26 @@ def load_knowledge_dir(path: Path) -> list[dict]:
         key=lambda f: f.name,
     )
     for file in files:
-        suffix = file.suffix.lower()
-        if suffix in TEXT_SUFFIXES:
-            item = _text_item(file)
-            if item is not None:
-                items.append(item)
-        elif suffix == ".json":
-            items.extend(_json_items(file))
-        else:
-            items.extend(_jsonl_items(file))
+        items.extend(load_knowledge_file(file))
     return items
+
+
+def load_knowledge_file(path: Path) -> list[dict]:
+    """Read one .md/.txt/.json/.jsonl file into {title, content, source} items."""
+    file = Path(path)
+    suffix = file.suffix.lower()
+    if not file.is_file():
+        raise KnowledgeFileError(f"knowledge file {file} does not exist")
+    if suffix in TEXT_SUFFIXES:
+        item = _text_item(file)
+        return [item] if item is not None else []
+    if suffix == ".json":
+        return _json_items(file)
+    if suffix == ".jsonl":
+        return _jsonl_items(file)
+    raise KnowledgeFileError(
+        f"{file}: unsupported knowledge file type {suffix or '(none)'}; use .md, .txt, .json or .jsonl"
+    )
 
 
 def _read(file: Path) -> str:
