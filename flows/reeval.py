@@ -15,7 +15,7 @@ from flows.round import round_tasks
 from flows.rounds import publish
 from tasks.analyze import fallback_lesson
 from tasks.evaluate import InfraError, infra_failed
-from tasks.persist import final_node
+from tasks.persist import final_node, save
 
 
 @flow(name="evolve-reeval", flow_run_name="reeval-{experiment}", validate_parameters=False)
@@ -55,9 +55,5 @@ def reevaluate_node(rt: Runtime, node_id: int) -> str:
         except Exception as exc:  # the lesson is optional; the new score is what matters
             lesson, call = fallback_lesson(sampled, candidate, scored, exc)
     final = final_node(candidate, scored, lesson, node.timings)
-    rt.tree.finish_node(final, scored.attempts, [(c.purpose, c.reply, c.error) for c in ([call] if call else [])],
-                        first_attempt=earlier_attempts + 1)
-    if lesson:
-        with rt.memory_lock:
-            rt.memory.add_lessons([(node.id, f"re-evaluation of node {node.id}", lesson)])
+    save(rt, final, scored, [call] if call else [], first_attempt=earlier_attempts + 1)
     return scored.status.value

@@ -20,7 +20,7 @@ from flows.round import round_tasks
 from flows.rounds import RoundLoop, publish
 from storage.knowledge_files import load_knowledge_dir
 from tasks.evaluate import InfraError, infra_failed
-from tasks.persist import final_node
+from tasks.persist import final_node, save
 
 
 class InitialProgramFailed(Exception):
@@ -116,8 +116,7 @@ def evaluate_initial(rt: Runtime, root: Node | None = None) -> Node:
         scored = round_tasks(rt).evaluate(rt.search_id, candidate)
     except InfraError as exc:
         scored = infra_failed(rt, candidate, exc)
-    node = final_node(candidate, scored, None, {})
-    rt.tree.finish_node(node, scored.attempts, first_attempt=earlier_attempts + 1)
+    node = save(rt, final_node(candidate, scored, None, {}), scored, [], first_attempt=earlier_attempts + 1)
     if scored.status != Status.OK:
         raise InitialProgramFailed(
             f"the initial program {rt.config.initial_program} did not evaluate ({scored.status.value}): "

@@ -17,13 +17,15 @@ from storage.tree import TreeStore
 def build_report(tree: TreeStore, experiment: str, running: dict[str, Any] | None = None) -> dict[str, Any]:
     """Returns the experiment's state: counts, usage, the best node and its lineage."""
     best = tree.best()
-    initial = tree.nodes([min(tree.node_ids())]) if tree.node_ids() else []
+    ids = tree.node_ids()
+    initial = tree.nodes([min(ids)]) if ids else []
+    by_status = tree.status_counts()
     report: dict[str, Any] = {
         "experiment": experiment,
         "generated_at": time.strftime("%Y-%m-%d %H:%M:%S"),
         "running": running,
-        "nodes": sum(tree.status_counts().values()),
-        "by_status": tree.status_counts(),
+        "nodes": sum(by_status.values()),
+        "by_status": by_status,
         "rounds": tree.max_round(),
         "usage": tree.usage_totals(),
         "initial_score": initial[0].score if initial else None,

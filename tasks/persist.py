@@ -19,9 +19,13 @@ def final_node(candidate: Candidate, scored: Scored, lesson: str | None, timings
     })
 
 
-def save(rt: Runtime, node: Node, scored: Scored, calls: list[LLMCall]) -> Node:
-    """Writes the node atomically, then its lesson (a lesson never points at a missing node)."""
-    rt.tree.finish_node(node, scored.attempts, [(c.purpose, c.reply, c.error) for c in calls])
+def save(rt: Runtime, node: Node, scored: Scored, calls: list[LLMCall], first_attempt: int = 1) -> Node:
+    """Writes the node atomically, then its lesson (a lesson never points at a missing node).
+
+    first_attempt numbers the attempts after ones stored earlier (re-evaluations).
+    """
+    rt.tree.finish_node(node, scored.attempts, [(c.purpose, c.reply, c.error) for c in calls],
+                        first_attempt=first_attempt)
     for per_node in (rt.attempt_log, rt.eval_targets, rt.eval_notes):
         per_node.pop(node.id, None)
     if node.analysis:
