@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 OFFLINE_MODEL = "offline/mutator"
 OFFLINE_ANALYST = "offline/analyst"

@@ -118,7 +118,7 @@ def build_proposal_messages(
     inspiration_text = ""
     if inspirations:
         inspiration_text = "\n\n".join(
-            render_node(n, f"## Program", max_code_chars) for n in inspirations
+            render_node(n, "## Program", max_code_chars) for n in inspirations
         )
         inspiration_text = f"{INSPIRATIONS_HEADING}\n\n{inspiration_text}"
     values = {

@@ -15,16 +15,16 @@ def backoff(retry: TaskRetry) -> list[float]:
 
 def with_retries(task: Task, retry: TaskRetry, only_for: tuple[type[BaseException], ...] = ()) -> Task:
     """Returns the task with the configured retries (only for these exception types, if given)."""
-    condition: Callable | None = None
-    if only_for:
-        def condition(_task, _run, state) -> bool:
-            try:
-                state.result()
-            except only_for:
-                return True
-            except BaseException:
-                return False
+    def retry_only_for(_task, _run, state) -> bool:
+        try:
+            state.result()
+        except only_for:
+            return True
+        except BaseException:
             return False
+        return False
+
+    condition: Callable | None = retry_only_for if only_for else None
     return task.with_options(
         retries=retry.retries, retry_delay_seconds=backoff(retry) or 0,
         retry_jitter_factor=0.2 if retry.retries else None, retry_condition_fn=condition,

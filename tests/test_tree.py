@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from evolveflow.records import EvalResult, LLMReply, Node, Outcome, Status
-from storage.tree import TreeLocked, TreeStore
+from storage.tree import TreeStore
 
 
 def node(i, parent=None, score=None, status=Status.OK, code=None, **kw):
