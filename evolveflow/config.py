@@ -93,6 +93,9 @@ class OutlierConfig(Section):
     new_best_margin: float = Field(0.0, ge=0)  # relative: beat the best confirmed score by more than this
     mad_threshold: float = Field(3.5, gt=0)  # robust z-score against the parent's lineage
     min_lineage: int = Field(5, ge=3)  # lineage scores needed before the MAD rule applies
+    # "better": the MAD rule re-runs only results better than the lineage suggests (the ones that
+    # would mislead the search); "both": also clearly worse ones.
+    side: Literal["better", "both"] = "better"
 
 
 class EvaluationConfig(Section):
@@ -100,6 +103,15 @@ class EvaluationConfig(Section):
 
     script: str | None = None  # eval.sh-style executable; relative to the experiment folder
     evaluator: str | None = None  # evaluator.py with evaluate(program_path); used if script is None
+    # Which framework's evaluator contract to follow (see evolveflow/evaluation/adapters/);
+    # auto: detected from the experiment folder.
+    contract: Literal["auto", "native", "asi", "openevolve", "shinka"] = "auto"
+    python: str | None = None  # interpreter for Python evaluators (one that has their packages)
+    pythonpath: list[str] = Field(default_factory=list)  # extra import paths, relative to the experiment
+    cascade: bool = True  # openevolve: use evaluate_stage1/2/3 when the evaluator defines them
+    cascade_thresholds: list[float] = Field(default_factory=lambda: [0.5, 0.75, 0.9])
+    feedback_max_chars: int = Field(4000, ge=0)  # per feedback item kept (artifact, text, stderr)
+    keep_files_max_bytes: int = Field(2_000_000, ge=0)  # files left in the results dir, kept per node
     program_file: str = "program.py"  # the name the candidate gets in its working directory
     timeout_s: float = Field(60.0, gt=0)
     memory_mb: int | None = Field(4096, gt=0)
@@ -149,6 +161,7 @@ class StorageConfig(Section):
 class PromptsConfig(Section):
     dir: str = "prompts"  # relative to the experiment folder; missing templates fall back to ours
     max_code_chars: int = Field(12_000, gt=0)  # per program shown; longer code is cut with a note
+    system_message: str | None = None  # replaces the system prompt (OpenEvolve's prompt.system_message)
 
 
 class Config(Section):

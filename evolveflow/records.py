@@ -41,6 +41,10 @@ class EvalResult(Frozen):
     duration_s: float = 0.0
     stdout_tail: str = ""
     stderr_tail: str = ""
+    # What the evaluator said beyond numbers (artifacts, text feedback, its error text), shown to
+    # the LLM when this node is a parent; private metrics are stored but never shown.
+    feedback: dict[str, str] = Field(default_factory=dict)
+    private_metrics: dict[str, Any] = Field(default_factory=dict)
 
 
 class NodeSummary(Frozen):
@@ -81,6 +85,8 @@ class Node(Frozen):
     error: str | None = None
     analysis: str | None = None
     notes: str = ""  # what the framework did beyond the plan, e.g. why a score was re-run
+    feedback: dict[str, str] = Field(default_factory=dict)  # see EvalResult.feedback
+    private_metrics: dict[str, Any] = Field(default_factory=dict)  # never shown to the LLM
     island: int = 0
     visits: int = 0
     timings: dict[str, float] = Field(default_factory=dict)
@@ -152,4 +158,6 @@ class Scored(Frozen):
     metrics: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
     notes: str = ""
+    feedback: dict[str, str] = Field(default_factory=dict)
+    private_metrics: dict[str, Any] = Field(default_factory=dict)
     attempts: tuple[EvalResult, ...] = ()

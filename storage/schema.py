@@ -22,6 +22,8 @@ CREATE TABLE IF NOT EXISTS nodes (
     error VARCHAR,
     analysis VARCHAR,
     notes VARCHAR,
+    feedback JSON,
+    private_metrics JSON,
     island INTEGER NOT NULL DEFAULT 0,
     visits INTEGER NOT NULL DEFAULT 0,
     timings JSON,
@@ -44,6 +46,8 @@ CREATE TABLE IF NOT EXISTS attempts (
     duration_s DOUBLE,
     stdout_tail VARCHAR,
     stderr_tail VARCHAR,
+    feedback JSON,
+    private_metrics JSON,
     created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
     PRIMARY KEY (node_id, attempt)
 );
@@ -69,10 +73,18 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 """
 
+# Trees written before these columns existed get them on open (DuckDB: ADD COLUMN IF NOT EXISTS).
+MIGRATIONS = """
+ALTER TABLE nodes ADD COLUMN IF NOT EXISTS feedback JSON;
+ALTER TABLE nodes ADD COLUMN IF NOT EXISTS private_metrics JSON;
+ALTER TABLE attempts ADD COLUMN IF NOT EXISTS feedback JSON;
+ALTER TABLE attempts ADD COLUMN IF NOT EXISTS private_metrics JSON;
+"""
+
 # The node columns in table order, shared by reads and writes.
 NODE_COLUMNS = (
     "id", "parent_id", "round", "code", "code_hash", "motivation", "edit", "score", "score_spread",
-    "metrics", "status", "error", "analysis", "notes", "island", "visits", "timings", "model",
+    "metrics", "status", "error", "analysis", "notes", "feedback", "private_metrics", "island", "visits", "timings", "model",
     "prompt_tokens", "completion_tokens", "cost_usd",
 )
 SUMMARY_COLUMNS = ("id", "parent_id", "round", "score", "status", "visits", "island", "metrics")

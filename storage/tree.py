@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 import duckdb
 
 from evolveflow.records import EvalResult, LLMReply, Node, NodeSummary, Status
-from storage.schema import LINEAGE_SQL, NODE_COLUMNS, SCHEMA, SCHEMA_VERSION, SUMMARY_COLUMNS
+from storage.schema import LINEAGE_SQL, MIGRATIONS, NODE_COLUMNS, SCHEMA, SCHEMA_VERSION, SUMMARY_COLUMNS
 
 
 class TreeLocked(Exception):
@@ -41,8 +41,8 @@ def _clean(value: Any) -> Any:
 
 def _node_from_row(row: Sequence[Any]) -> Node:
     data = dict(zip(NODE_COLUMNS, row))
-    data["metrics"] = json.loads(data["metrics"]) if data["metrics"] else {}
-    data["timings"] = json.loads(data["timings"]) if data["timings"] else {}
+    for key in ("metrics", "timings", "feedback", "private_metrics"):
+        data[key] = json.loads(data[key]) if data[key] else {}
     data["status"] = Status(data["status"])
     for key in ("motivation", "edit", "notes"):
         data[key] = data[key] or ""
@@ -53,6 +53,8 @@ def _node_params(node: Node) -> list[Any]:
     data = node.model_dump()
     data["metrics"] = _json(_clean(node.metrics))
     data["timings"] = _json(_clean(node.timings))
+    data["feedback"] = _json(node.feedback)
+    data["private_metrics"] = _json(_clean(node.private_metrics))
     data["status"] = node.status.value
     return [data[col] for col in NODE_COLUMNS]
 
@@ -68,6 +70,7 @@ class TreeStore:
         self._con = self._connect(lock_wait_s)
         if not read_only:
             self._con.execute(SCHEMA)
+            self._con.execute(MIGRATIONS)
             self._con.execute(
                 "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
             )
@@ -251,11 +254,13 @@ class TreeStore:
             statements.append(
                 (
                     "INSERT OR REPLACE INTO attempts (node_id, attempt, outcome, score, metrics, error, "
-                    "exit_code, duration_s, stdout_tail, stderr_tail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "exit_code, duration_s, stdout_tail, stderr_tail, feedback, private_metrics) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
                         (
                             node.id, first_attempt + i, a.outcome.value, a.score, _json(_clean(a.metrics)), a.error,
-                            a.exit_code, a.duration_s, a.stdout_tail, a.stderr_tail,
+                            a.exit_code, a.duration_s, a.stdout_tail, a.stderr_tail, _json(a.feedback),
+                            _json(_clean(a.private_metrics)),
                         )
                         for i, a in enumerate(attempts)
                     ],

@@ -16,6 +16,7 @@ def final_node(candidate: Candidate, scored: Scored, lesson: str | None, timings
         "status": scored.status, "score": scored.score, "score_spread": scored.score_spread,
         "metrics": scored.metrics, "error": scored.error if scored.status != Status.REJECTED else node.error,
         "analysis": lesson, "timings": timings, "notes": scored.notes,
+        "feedback": scored.feedback, "private_metrics": scored.private_metrics,
     })
 
 
