@@ -8,7 +8,9 @@ its score becomes the median of all of them):
 2. Lineage outlier: the robust z-score 0.6745·(x − median)/MAD of the score against the scores of
    the parent's lineage (root → parent) exceeds `mad_threshold` (3.5 is the usual cut-off of
    Iglewicz and Hoaglin). It needs `min_lineage` scores and a MAD above zero: a lineage of equal
-   scores carries no information about noise.
+   scores carries no information about noise. With `side: better` (the default) only z above the
+   threshold counts: a clearly worse child misleads nobody (it is rarely sampled again), so
+   re-running it wastes evaluations; `side: both` re-runs |z| above it.
 """
 from __future__ import annotations
 
@@ -35,12 +37,11 @@ def rerun_reason(
         return None
     if best_confirmed is None:
         return f"first score of the search ({score:.6g}): the reported best is always confirmed"
-    if best_confirmed is not None:
-        margin = cfg.new_best_margin * max(abs(best_confirmed), 1e-12)
-        if score > best_confirmed + margin:
-            return f"would be a new best ({score:.6g} > confirmed best {best_confirmed:.6g})"
+    margin = cfg.new_best_margin * max(abs(best_confirmed), 1e-12)
+    if score > best_confirmed + margin:
+        return f"would be a new best ({score:.6g} > confirmed best {best_confirmed:.6g})"
     if len(lineage_scores) >= cfg.min_lineage:
         z = robust_z(score, lineage_scores)
-        if z is not None and abs(z) > cfg.mad_threshold:
+        if z is not None and (z if cfg.side == "better" else abs(z)) > cfg.mad_threshold:
             return f"outlier against its lineage (robust z = {z:.2f}, threshold {cfg.mad_threshold})"
     return None

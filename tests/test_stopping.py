@@ -47,6 +47,6 @@ def test_new_best_is_rerun_unless_within_margin():
 
 def test_lineage_outlier_below_the_best_is_still_rerun():
     lineage = [0.0, 0.1, 0.2, 0.1, 0.0, 0.1]
-    assert rerun_reason(-3.0, 10.0, lineage, OutlierConfig()).startswith("outlier against its lineage")
+    assert rerun_reason(-3.0, 10.0, lineage, OutlierConfig(side="both")).startswith("outlier against its lineage")
     assert rerun_reason(0.15, 10.0, lineage, OutlierConfig()) is None
     assert rerun_reason(-3.0, 10.0, lineage[:3], OutlierConfig()) is None  # too short a lineage
