@@ -68,8 +68,11 @@ def _metrics(metrics: Mapping) -> str:
     return json.dumps(metrics, sort_keys=True, default=str) if metrics else "{}"
 
 
-def render_node(node: Node, heading: str, max_code_chars: int) -> str:
-    """Returns a node as a prompt section: score, metrics, motivation, analysis and code."""
+def render_node(node: Node, heading: str, max_code_chars: int, with_feedback: bool = False) -> str:
+    """Returns a node as a prompt section: score, metrics, motivation, analysis, feedback and code.
+
+    Private metrics are never shown; the evaluator's feedback only for the parent (with_feedback).
+    """
     lines = [f"{heading} (node {node.id}, score {_score(node)})", ""]
     lines.append(f"Metrics: {_metrics(node.metrics)}")
     if node.motivation:
@@ -77,6 +80,16 @@ def render_node(node: Node, heading: str, max_code_chars: int) -> str:
     if node.analysis:
         lines.append(f"Analysis: {node.analysis.strip()}")
     lines += ["", "```python", _cut(node.code, max_code_chars).rstrip("\n"), "```"]
+    if with_feedback and node.feedback:  # after the code, so it can never be mistaken for it
+        lines += ["", render_feedback(node.feedback)]
+    return "\n".join(lines)
+
+
+def render_feedback(feedback: Mapping[str, str]) -> str:
+    """Returns what the evaluator said about a program (artifacts, text feedback, errors, stderr)."""
+    lines = ["Evaluator feedback on this program:"]
+    for key in sorted(feedback, key=lambda k: (k == "stderr", k)):
+        lines += [f"--- {key} ---", feedback[key].rstrip()]
     return "\n".join(lines)
 
 
@@ -123,7 +136,7 @@ def build_proposal_messages(
         inspiration_text = f"{INSPIRATIONS_HEADING}\n\n{inspiration_text}"
     values = {
         "problem": problem.strip(),
-        "parent": render_node(parent, PARENT_HEADING, max_code_chars),
+        "parent": render_node(parent, PARENT_HEADING, max_code_chars, with_feedback=True),
         "failures": render_failures(failures),
         "inspirations": inspiration_text,
         "retrieved": render_retrieved(retrieved),

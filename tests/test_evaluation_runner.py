@@ -535,7 +535,7 @@ def test_check_evaluator_rejects_python_without_evaluate(tmp_path):
 
 def test_check_evaluator_reports_import_errors_and_bad_signatures(tmp_path):
     broken = make_python(tmp_path, "import numpy_that_does_not_exist\n", name="broken.py")
-    with pytest.raises(EvaluatorConfigError, match="No module named 'numpy_that_does_not_exist'"):
+    with pytest.raises(EvaluatorConfigError, match="imports 'numpy_that_does_not_exist', which .* cannot import: set evaluation.python"):
         check_evaluator(EvaluatorSpec(path=broken))
     two_args = make_python(tmp_path, "def evaluate(program_path, dataset):\n    return {}\n", name="two.py")
     with pytest.raises(EvaluatorConfigError, match=r"its signature is evaluate\(program_path, dataset\)"):

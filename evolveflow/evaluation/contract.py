@@ -8,7 +8,8 @@ The classification is the contract with users:
 * INFRA_ERROR -- the evaluator failed for reasons outside the candidate; the framework retries:
   exit status 75 (EX_TEMPFAIL); a result with ``"retry": true``; death by SIGKILL, SIGTERM,
   SIGINT or SIGHUP that evolveflow's timeout or output guard did not send.
-* CANDIDATE_ERROR -- everything else: timeout, killed by the output guard, nonzero exit
+* CANDIDATE_ERROR -- a result the evaluator marks invalid (``correct``/``success``/``valid`` false,
+  ``validity`` 0, ``timeout`` true: see validity.py), whatever its score; and everything else: timeout, killed by the output guard, nonzero exit
   (error = the result's ``error`` field, else the last lines of stderr), death by any other
   signal (SIGSEGV, SIGABRT, SIGXCPU, ...), no result, a result that is not a JSON object,
   a missing / NaN / infinite / non-numeric score, or an ``error`` with no score.
@@ -26,6 +27,7 @@ import signal
 from dataclasses import dataclass, field
 from typing import Any
 
+from evolveflow.evaluation.validity import invalid_reason
 from evolveflow.records import Outcome
 
 SCORE_KEYS = ("score", "eval_score", "combined_score")
@@ -56,6 +58,8 @@ class Verdict:
     score: float | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    feedback: dict[str, str] = field(default_factory=dict)  # text for the LLM beyond the metrics
+    private_metrics: dict[str, Any] = field(default_factory=dict)  # stored, never shown
 
 
 def last_json_object(text: str) -> dict[str, Any] | None:
@@ -142,6 +146,28 @@ def _error_field(result: Any) -> str | None:
     return None
 
 
+def process_verdict(*, exit_code: int | None, killed_reason: str | None, stderr: str,
+                    metrics: dict[str, Any] | None = None) -> Verdict | None:
+    """Classify how the evaluator process ended when that alone decides (kills, signals, status 75)."""
+    metrics = metrics or {}
+    if killed_reason is not None:
+        return Verdict(Outcome.CANDIDATE_ERROR, metrics=metrics, error=killed_reason)
+    died_from = signal_of(exit_code)
+    if died_from in INFRA_SIGNALS:
+        return Verdict(Outcome.INFRA_ERROR, metrics=metrics, error=(
+            f"evaluator was killed by {died_from.name}, which evolveflow did not send "
+            "(out-of-memory killer, an operator, or a shutdown?)"))
+    if exit_code == EX_TEMPFAIL:
+        detail = last_lines(stderr) or "no stderr"
+        return Verdict(Outcome.INFRA_ERROR, metrics=metrics, error=(
+            f"evaluator exited with status 75 (EX_TEMPFAIL, temporary failure): {detail}"))
+    if died_from is not None:
+        detail = last_lines(stderr, 5)
+        message = f"evaluator died from {died_from.name}" + (f": {detail}" if detail else "")
+        return Verdict(Outcome.CANDIDATE_ERROR, metrics=metrics, error=message)
+    return None
+
+
 def judge(
     *,
     exit_code: int | None,
@@ -152,24 +178,13 @@ def judge(
 ) -> Verdict:
     """Classify one evaluator run (see the module docstring for the rules)."""
     metrics = metrics_of(result)
-    if killed_reason is not None:
-        return Verdict(Outcome.CANDIDATE_ERROR, metrics=metrics, error=killed_reason)
-    died_from = signal_of(exit_code)
-    if died_from in INFRA_SIGNALS:
-        return Verdict(Outcome.INFRA_ERROR, metrics=metrics, error=(
-            f"evaluator was killed by {died_from.name}, which evolveflow did not send "
-            "(out-of-memory killer, an operator, or a shutdown?)"))
-    if isinstance(result, dict) and result.get("retry") is True:
+    if isinstance(result, dict) and result.get("retry") is True and killed_reason is None \
+            and signal_of(exit_code) is None:
         reason = _error_field(result) or "the evaluator asked for a retry ('retry': true)"
         return Verdict(Outcome.INFRA_ERROR, metrics=metrics, error=reason)
-    if exit_code == EX_TEMPFAIL:
-        detail = last_lines(stderr) or "no stderr"
-        return Verdict(Outcome.INFRA_ERROR, metrics=metrics, error=(
-            f"evaluator exited with status 75 (EX_TEMPFAIL, temporary failure): {detail}"))
-    if died_from is not None:
-        detail = last_lines(stderr, 5)
-        message = f"evaluator died from {died_from.name}" + (f": {detail}" if detail else "")
-        return Verdict(Outcome.CANDIDATE_ERROR, metrics=metrics, error=message)
+    ended = process_verdict(exit_code=exit_code, killed_reason=killed_reason, stderr=stderr, metrics=metrics)
+    if ended is not None:
+        return ended
     if exit_code != 0:
         message = _error_field(result) or last_lines(stderr) or (
             f"evaluator exited with status {exit_code} and printed nothing on stderr")
@@ -186,14 +201,22 @@ def interpret_result(result: Any) -> Verdict:
         return Verdict(Outcome.CANDIDATE_ERROR, error=f"the evaluator's result is a JSON {kind}, not an object")
     metrics = metrics_of(result)
     stated_error = _error_field(result)
+    invalid = invalid_reason(result)
+    if invalid is not None:
+        return Verdict(Outcome.CANDIDATE_ERROR, metrics=metrics, error=invalid)
+    # The score sits at the top level, or inside "metrics" (an object result's metrics).
+    holder = result
     key = next((k for k in SCORE_KEYS if k in result), None)
+    if key is None and isinstance(result.get("metrics"), dict):
+        holder = result["metrics"]
+        key = next((k for k in SCORE_KEYS if k in holder), None)
     if key is None:
         return Verdict(Outcome.CANDIDATE_ERROR, metrics=metrics, error=stated_error or (
             "no 'score' (or eval_score/combined_score) in the evaluator's result"))
-    problem = score_problem(result[key], key)
+    problem = score_problem(holder[key], key)
     if problem is not None:
         return Verdict(Outcome.CANDIDATE_ERROR, metrics=metrics, error=stated_error or problem)
-    return Verdict(Outcome.OK, score=float(result[key]), metrics=metrics, error=stated_error)
+    return Verdict(Outcome.OK, score=float(holder[key]), metrics=metrics, error=stated_error)
 
 
 def score_problem(value: Any, key: str = "score") -> str | None:

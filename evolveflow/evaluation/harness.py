@@ -1,12 +1,26 @@
-"""Run a user's evaluator.py ``evaluate(program_path)`` and write its dict result as JSON to a file.
+"""Run a user's Python evaluator inside the sandbox and send its raw result to evolveflow over a pipe.
 
-Usage: ``python -m evolveflow.evaluation.harness EVALUATOR_PY PROGRAM_PATH RESULT_PATH``
-(evolveflow runs this file by path, so it imports only the standard library).
-``python ... harness.py --check EVALUATOR_PY`` only verifies that ``evaluate`` can be called.
+Usage (evolveflow runs this file by path, so it imports only the standard library):
 
-The result goes to a file, not stdout, so that whatever the candidate prints cannot corrupt it.
-``seed=`` is passed when ``evaluate`` has a ``seed`` parameter and EVOLVEFLOW_SEED is set.
-Exit status: 0 result written; 1 ``evaluate`` raised (``{"error", "traceback"}`` written);
+    python harness.py run MODE FD OPTIONS_JSON EVALUATOR PROGRAM
+    python harness.py check MODE OPTIONS_JSON EVALUATOR
+
+MODE is the evaluator contract:
+
+* ``native``: ``evaluate(program_path[, seed=])`` from the evaluator file; its return value is sent.
+* ``openevolve``: ``evaluate(program_path)``, or the cascade ``evaluate_stage1/2/3`` with
+  ``OPTIONS["cascade_thresholds"]``; a dict or an object with ``.metrics`` / ``.artifacts`` is sent as
+  ``{"metrics": ..., "artifacts": ..., "cascade_stage": N}``.
+* ``shinka``: the evaluator file is run as ``__main__`` with ``--program_path PROGRAM --results_dir
+  OPTIONS["results_dir"]``; once it has finished, ``metrics.json`` and ``correct.json`` are sent.
+
+The result travels over the inherited pipe FD, never through a file in the candidate's working
+directory or stdout, and only after the evaluator has *returned*: a candidate that writes fake
+result files, prints score lines or calls ``os._exit(0)`` produces no result at all.
+(A candidate imported into this process could still find the descriptor and write to it on purpose:
+see docs/sandbox.md, "What a candidate in the evaluator's process can do".)
+
+Exit status: 0 result sent; 1 the evaluator raised (``{"error", "traceback"}`` sent);
 75 the evaluator itself could not be loaded (an infrastructure problem, not the candidate's);
 2 wrong usage.
 """
@@ -15,7 +29,9 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import json
+import math
 import os
+import runpy
 import sys
 import traceback
 from pathlib import Path
@@ -25,18 +41,31 @@ EXIT_RAISED = 1
 EXIT_USAGE = 2
 EXIT_EVALUATOR_UNUSABLE = 75
 _TRACEBACK_LINES = 25
+SHIMS_DIR = Path(__file__).resolve().parent / "shims"
 
 
 class EvaluatorLoadError(Exception):
-    """The evaluator file cannot be imported or has no usable evaluate()."""
+    """The evaluator file cannot be imported or lacks what its contract needs."""
 
 
-def load_evaluate(evaluator_path: Path) -> Callable[..., Any]:
-    """Import the evaluator file by path and return its evaluate function."""
+def _format_exception(exc: BaseException) -> str:
+    lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    return "".join(lines[-_TRACEBACK_LINES:])
+
+
+def _import_problem(evaluator_path: Path, exc: BaseException) -> str:
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        return (f"it imports '{exc.name}', which {sys.executable} cannot import: "
+                "set evaluation.python to an interpreter that has it, or add its folder to evaluation.pythonpath")
+    return f"importing evaluator {evaluator_path} failed:\n{_format_exception(exc)}"
+
+
+def load_module(evaluator_path: Path, run_name: str | None = None) -> Any:
+    """Import the evaluator file by path and return the module."""
     if not evaluator_path.is_file():
         raise EvaluatorLoadError(f"evaluator {evaluator_path} does not exist")
     # Keep the file's own name (pickling, multiprocessing) unless it would replace a loaded module.
-    name = evaluator_path.stem
+    name = run_name or evaluator_path.stem
     if not name.isidentifier() or name in sys.modules:
         name = "_evolveflow_user_evaluator"
     spec = importlib.util.spec_from_file_location(name, evaluator_path)
@@ -47,27 +76,32 @@ def load_evaluate(evaluator_path: Path) -> Callable[..., Any]:
     try:
         spec.loader.exec_module(module)
     except BaseException as exc:  # noqa: BLE001 - any failure to import is the evaluator's problem
-        detail = "".join(traceback.format_exception(exc)[-_TRACEBACK_LINES:])
-        raise EvaluatorLoadError(f"importing evaluator {evaluator_path} failed:\n{detail}") from exc
-    evaluate = getattr(module, "evaluate", None)
-    if not callable(evaluate):
+        raise EvaluatorLoadError(_import_problem(evaluator_path, exc)) from exc
+    return module
+
+
+def _function(module: Any, name: str, evaluator_path: Path, required: bool = True) -> Callable[..., Any] | None:
+    function = getattr(module, name, None)
+    if not callable(function):
+        if not required:
+            return None
         raise EvaluatorLoadError(
-            f"evaluator {evaluator_path} has no function evaluate(program_path); define one that returns "
+            f"evaluator {evaluator_path} has no function {name}(program_path); define one that returns "
             '{"score": ..., "metrics": {...}}')
     try:
-        inspect.signature(evaluate).bind("program.py")
+        inspect.signature(function).bind("program.py")
     except TypeError as exc:
         raise EvaluatorLoadError(
-            f"evaluate() in {evaluator_path} must accept the program path as its only required "
-            f"argument; its signature is evaluate{inspect.signature(evaluate)}") from exc
+            f"{name}() in {evaluator_path} must accept the program path as its only required "
+            f"argument; its signature is {name}{inspect.signature(function)}") from exc
     except ValueError:
         pass  # builtins without a signature: let the call decide
-    return evaluate
+    return function
 
 
-def _accepts_seed(evaluate: Callable[..., Any]) -> bool:
+def _accepts_seed(function: Callable[..., Any]) -> bool:
     try:
-        return "seed" in inspect.signature(evaluate).parameters
+        return "seed" in inspect.signature(function).parameters
     except ValueError:
         return False
 
@@ -83,46 +117,174 @@ def _to_json(value: Any) -> Any:
     return str(value)
 
 
-def write_json_atomically(path: Path, payload: Any) -> None:
-    """Write payload as JSON to path via a temporary file, so a reader never sees half a result."""
-    text = json.dumps(payload, default=_to_json)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
+def as_plain(result: Any) -> Any:
+    """Return a dict for a result object with .metrics (OpenEvolve's EvaluationResult), else result."""
+    metrics = getattr(result, "metrics", None)
+    if not isinstance(result, dict) and isinstance(metrics, dict):
+        artifacts = getattr(result, "artifacts", None)
+        return {"metrics": dict(metrics), "artifacts": dict(artifacts) if isinstance(artifacts, dict) else {}}
+    return result
 
 
-def run(evaluator_path: Path, program_path: Path, result_path: Path) -> int:
-    """Call evaluate(program_path[, seed=...]), write its result or error, and return the exit status."""
-    try:
-        evaluate = load_evaluate(evaluator_path)
-    except EvaluatorLoadError as exc:
-        print(f"evolveflow harness: {exc}", file=sys.stderr)
-        return EXIT_EVALUATOR_UNUSABLE
+# ---- native ------------------------------------------------------------------------------------
+
+def run_native(evaluator_path: Path, program: Path, options: dict) -> Any:
+    """Call evaluate(program[, seed=]) and return its (plain) result."""
+    module = load_module(evaluator_path)
+    evaluate = _function(module, "evaluate", evaluator_path)
     kwargs: dict[str, Any] = {}
     seed = os.environ.get("EVOLVEFLOW_SEED")
     if seed is not None and _accepts_seed(evaluate):
         kwargs["seed"] = int(seed)
+    return as_plain(_call(evaluate, str(program), **kwargs))
+
+
+class _Raised(Exception):
+    """evaluate() raised: the candidate's failure (carries the original)."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
+def _call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     try:
-        result = evaluate(str(program_path), **kwargs)
+        return function(*args, **kwargs)
     except BaseException as exc:  # noqa: BLE001 - SystemExit/KeyboardInterrupt from a candidate count too
-        lines = traceback.format_exception(exc)
-        trace = "".join(lines[-_TRACEBACK_LINES:])
+        raise _Raised(exc) from exc
+
+
+# ---- openevolve --------------------------------------------------------------------------------
+
+def _stage_result(result: Any, stage: int) -> dict:
+    plain = as_plain(result)
+    if not isinstance(plain, dict):
+        return {"metrics": {}, "artifacts": {}, "invalid_result": f"stage {stage} returned {type(plain).__name__}"}
+    if "metrics" in plain and isinstance(plain["metrics"], dict) and set(plain) <= {"metrics", "artifacts"}:
+        return {"metrics": plain["metrics"], "artifacts": plain.get("artifacts") or {}}
+    return {"metrics": plain, "artifacts": {}}
+
+
+def stage_score(metrics: dict) -> float:
+    """Return the number a cascade threshold is compared with: combined_score, else the numeric mean."""
+    value = metrics.get("combined_score")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    numbers = [float(v) for k, v in metrics.items()
+               if k != "error" and isinstance(v, (int, float)) and math.isfinite(float(v))]
+    return sum(numbers) / len(numbers) if numbers else 0.0
+
+
+def run_openevolve(evaluator_path: Path, program: Path, options: dict) -> Any:
+    """Run evaluate(), or the cascade evaluate_stage1/2/3 with thresholds, as OpenEvolve does."""
+    module = load_module(evaluator_path)
+    stage1 = _function(module, "evaluate_stage1", evaluator_path, required=False)
+    if not (options.get("cascade", True) and stage1):
+        return {**_stage_result(_call(_function(module, "evaluate", evaluator_path), str(program)), 0),
+                "cascade_stage": 0}
+    thresholds = list(options.get("cascade_thresholds") or [])
+    merged = _stage_result(_call(stage1, str(program)), 1)
+    stage = 1
+    for number in (2, 3):
+        threshold = thresholds[number - 2] if len(thresholds) >= number - 1 else None
+        following = _function(module, f"evaluate_stage{number}", evaluator_path, required=False)
+        if following is None or threshold is None or stage_score(merged["metrics"]) < threshold:
+            break
+        try:
+            current = _stage_result(_call(following, str(program)), number)
+        except _Raised as raised:
+            raised.stage_result = {**merged, "cascade_stage": stage}  # type: ignore[attr-defined]
+            raise
+        merged = {"metrics": {**merged["metrics"], **current["metrics"]},
+                  "artifacts": {**merged["artifacts"], **current["artifacts"]}}
+        stage = number
+    return {**merged, "cascade_stage": stage}
+
+
+# ---- shinka ------------------------------------------------------------------------------------
+
+def _read_json_file(path: Path) -> Any:
+    if path.is_symlink() or not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8", errors="replace"))
+    except ValueError as exc:
+        return {"__unreadable__": f"{path.name} is not valid JSON ({exc})"}
+
+
+def run_shinka(evaluator_path: Path, program: Path, options: dict) -> Any:
+    """Run the evaluate.py script as __main__ with Shinka's flags; return the files it wrote."""
+    results_dir = Path(options["results_dir"])
+    results_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("metrics.json", "correct.json"):
+        (results_dir / stale).unlink(missing_ok=True)
+    sys.argv = [str(evaluator_path), "--program_path", str(program), "--results_dir", str(results_dir)]
+    exit_status: Any = 0
+    try:
+        runpy.run_path(str(evaluator_path), run_name="__main__")
+    except SystemExit as exc:
+        exit_status = exc.code if exc.code is not None else 0
+    except BaseException as exc:  # noqa: BLE001
+        raise _Raised(exc) from exc
+    return {"metrics_json": _read_json_file(results_dir / "metrics.json"),
+            "correct_json": _read_json_file(results_dir / "correct.json"),
+            "exit_status": exit_status if isinstance(exit_status, int) else str(exit_status)}
+
+
+def check_shinka(evaluator_path: Path) -> None:
+    """Import the script without running its main block, so missing packages show up at start."""
+    load_module(evaluator_path, run_name="_evolveflow_shinka_check")
+
+
+MODES: dict[str, Callable[[Path, Path, dict], Any]] = {
+    "native": run_native, "openevolve": run_openevolve, "shinka": run_shinka,
+}
+
+
+def send(fd: int, payload: Any) -> None:
+    """Write payload as JSON to the result pipe and close it."""
+    try:
+        data = json.dumps(payload, default=_to_json, allow_nan=True).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        data = json.dumps({"error": f"the evaluator returned a value that is not JSON-serializable: {exc}"}).encode()
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+    os.close(fd)
+
+
+def run(mode: str, fd: int, options: dict, evaluator_path: Path, program: Path) -> int:
+    """Run the evaluator in the given mode and send its result (or error) to fd."""
+    os.set_inheritable(fd, False)  # processes the evaluator starts never get the channel
+    try:
+        result = MODES[mode](evaluator_path, program, options)
+    except EvaluatorLoadError as exc:
+        print(f"evolveflow harness: {exc}", file=sys.stderr)
+        return EXIT_EVALUATOR_UNUSABLE
+    except _Raised as raised:
+        exc = raised.original
+        trace = _format_exception(exc)
         sys.stderr.write(trace)
         message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        write_json_atomically(result_path, {"error": message, "traceback": trace})
+        payload = {"error": message, "traceback": trace}
+        if hasattr(raised, "stage_result"):
+            payload["stage_result"] = raised.stage_result
+        send(fd, payload)
         return EXIT_RAISED
-    try:
-        write_json_atomically(result_path, result)
-    except (TypeError, ValueError) as exc:
-        write_json_atomically(result_path, {"error": f"evaluate() returned a value that is not JSON-serializable: {exc}"})
-        return EXIT_RAISED
+    send(fd, result)
     return 0
 
 
-def check(evaluator_path: Path) -> int:
-    """Verify that the evaluator imports and has a callable evaluate(program_path)."""
+def check(mode: str, evaluator_path: Path) -> int:
+    """Verify that the evaluator imports and has what its contract needs."""
     try:
-        load_evaluate(evaluator_path)
+        if mode == "shinka":
+            check_shinka(evaluator_path)
+        else:
+            module = load_module(evaluator_path)
+            has_stage1 = mode == "openevolve" and callable(getattr(module, "evaluate_stage1", None))
+            _function(module, "evaluate_stage1" if has_stage1 else "evaluate", evaluator_path)
     except EvaluatorLoadError as exc:
         print(f"evolveflow harness: {exc}", file=sys.stderr)
         return EXIT_EVALUATOR_UNUSABLE
@@ -130,28 +292,31 @@ def check(evaluator_path: Path) -> int:
 
 
 def main(argv: list[str]) -> int:
-    """Dispatch the command line: run mode or --check mode."""
-    if len(argv) == 2 and argv[0] == "--check":
-        return check(Path(argv[1]).absolute())
-    if len(argv) != 3:
-        print("usage: harness EVALUATOR_PY PROGRAM_PATH RESULT_PATH | harness --check EVALUATOR_PY",
-              file=sys.stderr)
-        return EXIT_USAGE
-    return run(Path(argv[0]).absolute(), Path(argv[1]).absolute(), Path(argv[2]).absolute())
+    """Dispatch the command line: run mode or check mode."""
+    if len(argv) == 6 and argv[0] == "run" and argv[1] in MODES:
+        return run(argv[1], int(argv[2]), json.loads(argv[3]), Path(argv[4]).absolute(), Path(argv[5]).absolute())
+    if len(argv) == 4 and argv[0] == "check" and argv[1] in MODES:
+        return check(argv[1], Path(argv[3]).absolute())
+    print("usage: harness run MODE FD OPTIONS_JSON EVALUATOR PROGRAM | harness check MODE OPTIONS_JSON EVALUATOR",
+          file=sys.stderr)
+    return EXIT_USAGE
 
 
-def _prepare_import_path(evaluator_arg: str) -> None:
+def _prepare_import_path(evaluator_arg: str, mode: str) -> None:
     # Run by path, sys.path[0] is this package's folder, whose module names (runner, sandbox, ...)
     # would shadow the user's; the evaluator's own folder is what its imports expect instead.
     here = str(Path(__file__).resolve().parent)
     sys.path[:] = [p for p in sys.path if p and Path(p).resolve() != Path(here)]
     sys.path.insert(0, str(Path(evaluator_arg).absolute().parent))
+    if mode in ("openevolve", "shinka"):
+        # Stand-ins for the frameworks' helper modules, used only when the real one is not installed.
+        sys.path.append(str(SHIMS_DIR / mode))
 
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    if args:
-        _prepare_import_path(args[-1] if args[0] == "--check" else args[0])
+    if len(args) >= 4 and args[1] in MODES:
+        _prepare_import_path(args[-1] if args[0] == "check" else args[4], args[1])
     status = main(args)
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -1,12 +1,10 @@
 """Run the user's evaluator on one candidate program in a fresh, sandboxed working directory.
 
-Two evaluator contracts, chosen by the evaluator's suffix:
-
-* an executable (``eval.sh``, any file with a ``#!`` line) called as ``EXECUTABLE CANDIDATE_PATH``
-  that prints ``{"score": ..., "metrics": {...}}``; the last JSON object on stdout counts,
-  else ``results.json`` in the working directory;
-* an ``evaluator.py`` with ``evaluate(program_path) -> dict``, run by evolveflow's harness in a
-  subprocess, which writes the dict to a private file (candidate prints cannot corrupt it).
+The contract (how the candidate is laid out, how the evaluator is launched and how its result is
+read) comes from an adapter (evolveflow/evaluation/adapters/): evolveflow's own (an executable
+called with the candidate's path, or an ``evaluate()`` in a .py file), ASI-Evolve's, OpenEvolve's or
+ShinkaEvolve's. Python evaluators run under evolveflow's harness, which sends the result over a
+private pipe once ``evaluate`` has returned: files and prints of the candidate cannot forge it.
 
 The evaluator sees only an allow-listed environment (no API keys), HOME and TMPDIR inside the
 working directory, and EVOLVEFLOW_PYTHON / EVOLVEFLOW_SEED. Classification: see contract.py.
@@ -23,14 +21,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from evolveflow.evaluation import contract, sandbox
-from evolveflow.evaluation.contract import NO_RESULT
+from evolveflow.evaluation import adapters, sandbox
+from evolveflow.evaluation.adapters import CHANNEL_FD, EvaluatorAdapter, Finished
+from evolveflow.evaluation.contract import Verdict
 from evolveflow.records import EvalResult, Outcome
 
 HARNESS_PATH = Path(__file__).resolve().with_name("harness.py")
-RESULT_FILE = ".evolveflow-result.json"  # contract (b): written by the harness
-RESULTS_JSON = "results.json"  # contract (a): fallback when stdout holds no JSON object
-_MAX_RESULT_FILE_BYTES = 16_000_000
 _TAIL_CHARS = 2000
 _CHECK_TIMEOUT_S = 120.0
 
@@ -53,6 +49,14 @@ class EvaluatorSpec(BaseModel):
     extra_env: dict[str, str] = Field(default_factory=dict)
     hidden_paths: tuple[Path, ...] = ()  # under bwrap: replaced by an empty tmpfs (dirs) or /dev/null
     max_processes: int | None = Field(default=512, gt=0)  # RLIMIT_NPROC headroom; ignored for root
+    contract: Literal["auto", "native", "asi", "openevolve", "shinka"] = "auto"
+    python: str | None = None  # interpreter for Python evaluators; None: evolveflow's own
+    pythonpath: tuple[Path, ...] = ()  # put on the evaluator's PYTHONPATH
+    cascade: bool = True  # openevolve: run evaluate_stage1/2/3 when defined
+    cascade_thresholds: tuple[float, ...] = (0.5, 0.75, 0.9)
+    experiment_dir: Path | None = None  # asi: the folder copied for each evaluation (default: the script's)
+    feedback_max_chars: int = Field(default=4000, ge=0)  # per feedback item
+    keep_files_max_bytes: int = Field(default=2_000_000, ge=0)  # files kept from the results directory
 
     @field_validator("path")
     @classmethod
@@ -70,8 +74,35 @@ class EvaluatorSpec(BaseModel):
 
     @property
     def is_python(self) -> bool:
-        """True when the evaluator follows contract (b): a .py file with evaluate()."""
-        return self.path.suffix == ".py"
+        """True when the evaluator is a Python file run by evolveflow's harness."""
+        return self.resolved_contract != "asi" and self.path.suffix == ".py"
+
+    @property
+    def resolved_contract(self) -> str:
+        """The contract in use: the configured one, or the one detected from the evaluator file."""
+        return adapters.detect_contract(self.path) if self.contract == "auto" else self.contract
+
+    @property
+    def interpreter(self) -> str:
+        """The Python that runs the harness and Python evaluators."""
+        return str(Path(self.python).expanduser()) if self.python else sys.executable
+
+
+def adapter_for(spec: EvaluatorSpec) -> EvaluatorAdapter:
+    """Return the adapter that follows the spec's evaluator contract."""
+    contract = spec.resolved_contract
+    if contract == "asi":
+        experiment_dir = spec.experiment_dir or spec.path.parent
+        return adapters.AsiEvaluator(script=spec.path, experiment_dir=experiment_dir,
+                                     skip=frozenset(spec.hidden_paths))
+    if contract == "openevolve":
+        return adapters.OpenEvolveEvaluator(path=spec.path, python=spec.interpreter, harness=HARNESS_PATH,
+                                            cascade=spec.cascade, cascade_thresholds=spec.cascade_thresholds)
+    if contract == "shinka":
+        return adapters.ShinkaEvaluator(path=spec.path, python=spec.interpreter, harness=HARNESS_PATH)
+    if spec.path.suffix == ".py":
+        return adapters.NativePython(path=spec.path, python=spec.interpreter, harness=HARNESS_PATH)
+    return adapters.NativeScript(path=spec.path)
 
 
 def sandbox_level(spec: EvaluatorSpec) -> str:
@@ -100,20 +131,41 @@ def check_evaluator(spec: EvaluatorSpec) -> None:
             raise EvaluatorConfigError(
                 f"evaluator {path} is inside hidden path {hidden}, so the sandbox would hide it too; "
                 "remove that entry from hidden_paths or move the evaluator")
+    if spec.python and not os.access(spec.interpreter, os.X_OK):
+        raise EvaluatorConfigError(f"evaluation.python = {spec.python}: no such executable")
     level = sandbox_level(spec)
+    contract = spec.resolved_contract
+    if contract == "asi":
+        if shutil.which("bash") is None:
+            raise EvaluatorConfigError(f"evaluator {path} is an ASI-Evolve eval.sh, which needs bash on PATH")
+        return
     if not spec.is_python:
         _check_executable(path)
         return
     with tempfile.TemporaryDirectory(prefix="evolveflow-check-") as workdir:
         done = sandbox.run_sandboxed(
-            [sys.executable, str(HARNESS_PATH), "--check", str(path)], workdir=Path(workdir),
-            env=evaluator_environment(Path(workdir), None, spec.extra_env), level=level,
+            [spec.interpreter, str(HARNESS_PATH), "check", contract, "{}", str(path)], workdir=Path(workdir),
+            env=evaluator_environment(Path(workdir), None, spec), level=level,
             limits=_limits(spec, timeout_s=max(spec.timeout_s, _CHECK_TIMEOUT_S)),
             readable=_readable_paths(spec), hidden=spec.hidden_paths,
         )
     if done.exit_code != 0:
-        detail = contract.last_lines(done.stderr.decode("utf-8", "replace")) or done.killed_reason
+        detail = contract_check_detail(done)
         raise EvaluatorConfigError(f"evaluator {path} cannot be used: {detail}")
+
+
+def contract_check_detail(done: sandbox.Completed) -> str:
+    """Return the harness's one explanation of an unusable evaluator (its own line, else stderr)."""
+    text = done.stderr.decode("utf-8", "replace")
+    ours = [line for line in text.splitlines() if line.startswith("evolveflow harness: ")]
+    if ours:
+        first = ours[-1][len("evolveflow harness: "):]
+        rest = text[text.rindex(ours[-1]) + len(ours[-1]):].strip()
+        return first + (f"\n{rest}" if rest and not first.endswith("evaluation.pythonpath") else "")
+    if done.exit_code is None or done.killed_reason:
+        return done.killed_reason or "the check did not finish"
+    from evolveflow.evaluation.contract import last_lines
+    return last_lines(text) or f"exit status {done.exit_code}"
 
 
 def _check_executable(path: Path) -> None:
@@ -127,24 +179,26 @@ def _check_executable(path: Path) -> None:
             "add one such as '#!/bin/sh' as its first line (or name a Python evaluator *.py)")
 
 
-def evaluator_environment(workdir: Path, seed: int | None, extra_env: dict[str, str]) -> dict[str, str]:
+def evaluator_environment(workdir: Path, seed: int | None, spec: EvaluatorSpec) -> dict[str, str]:
     """Build the evaluator's environment from an allow-list: never the parent's secrets."""
-    python_dir = str(Path(sys.executable).parent)
+    python_dir = str(Path(spec.interpreter).parent)  # so `python3` in a script is the configured one
     inherited_path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
     env = {
-        "PATH": os.pathsep.join([python_dir, inherited_path]),  # so `python3` is evolveflow's
+        "PATH": os.pathsep.join([python_dir, inherited_path]),
         "LANG": os.environ.get("LANG", "C.UTF-8"),
         "HOME": str(workdir),
         "TMPDIR": str(workdir / "tmp"),
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",
-        "EVOLVEFLOW_PYTHON": sys.executable,
+        "EVOLVEFLOW_PYTHON": spec.interpreter,
     }
+    if spec.pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(str(p) for p in spec.pythonpath)
     if "LC_ALL" in os.environ:
         env["LC_ALL"] = os.environ["LC_ALL"]
     if seed is not None:
         env["EVOLVEFLOW_SEED"] = str(int(seed))
-    env.update(extra_env)
+    env.update(spec.extra_env)
     return env
 
 
@@ -158,77 +212,106 @@ def _limits(spec: EvaluatorSpec, timeout_s: float | None = None) -> sandbox.Limi
 
 def _readable_paths(spec: EvaluatorSpec) -> list[Path]:
     # What must stay visible even if it lives under a masked directory such as /tmp.
-    paths = [spec.path.parent, Path(sys.executable).parent, Path(sys.prefix), Path(sys.base_prefix)]
-    return paths + [HARNESS_PATH.parent] if spec.is_python else paths
+    interpreter = Path(spec.interpreter)
+    paths = [spec.path.parent, Path(sys.executable).parent, Path(sys.prefix), Path(sys.base_prefix),
+             interpreter.parent, interpreter.resolve().parent.parent, HARNESS_PATH.parent, *spec.pythonpath]
+    return list(dict.fromkeys(paths))
 
 
-def run_evaluation(code: str, spec: EvaluatorSpec, *, seed: int | None = None,
-                   filename: str = "program.py") -> EvalResult:
-    """Write code to a fresh working directory, run the evaluator on it and classify the result."""
+def run_evaluation(code: str, spec: EvaluatorSpec, *, seed: int | None = None, filename: str = "program.py",
+                   step: int = 0, keep_files_to: Path | None = None) -> EvalResult:
+    """Lay the candidate out as the evaluator's contract wants, run the evaluator, classify the result.
+
+    step numbers the ASI-Evolve step directory; keep_files_to receives the files the evaluator
+    left in its results directory (regular files only, up to spec.keep_files_max_bytes).
+    """
     if not filename or Path(filename).name != filename or filename in (".", ".."):
         raise ValueError(f"filename must be a plain file name such as 'program.py', got {filename!r}")
     level = sandbox_level(spec)
+    adapter = adapter_for(spec)
     workdir = Path(tempfile.mkdtemp(prefix="evolveflow-eval-"))
     try:
         (workdir / "tmp").mkdir()
-        program = workdir / filename
-        program.write_text(code, encoding="utf-8")
-        if spec.is_python:
-            command = [sys.executable, str(HARNESS_PATH), str(spec.path), str(program), str(workdir / RESULT_FILE)]
-        else:
-            command = [str(spec.path), str(program)]
+        try:
+            launch = adapter.prepare(workdir, code, filename, step)
+        except adapters.ExperimentCopyError as exc:
+            return EvalResult(outcome=Outcome.INFRA_ERROR, error=str(exc))
+        channel = os.pipe() if launch.channel else None
+        command = [str(channel[1]) if part == CHANNEL_FD and channel else part for part in launch.command]
         try:
             done = sandbox.run_sandboxed(
-                command, workdir=workdir, env=evaluator_environment(workdir, seed, spec.extra_env),
+                command, workdir=workdir, cwd=launch.cwd, env=evaluator_environment(workdir, seed, spec),
                 level=level, limits=_limits(spec), readable=_readable_paths(spec), hidden=spec.hidden_paths,
+                channel=channel,
             )
         except OSError as exc:
             return EvalResult(outcome=Outcome.INFRA_ERROR, error=f"could not start the evaluator: {exc}")
         stdout = done.stdout.decode("utf-8", "replace")
         stderr = done.stderr.decode("utf-8", "replace")
-        result, problem = _find_result(spec, workdir, stdout)
+        verdict = adapter.verdict(Finished(
+            exit_code=done.exit_code, killed_reason=done.killed_reason, stdout=stdout, stderr=stderr,
+            channel=done.channel, cwd=launch.cwd, results_dir=launch.results_dir))
+        if keep_files_to is not None and launch.results_dir is not None and spec.keep_files_max_bytes:
+            keep_files(launch.results_dir, keep_files_to, spec.keep_files_max_bytes, launch.skip_files)
     finally:
         _remove_tree(workdir)
-    verdict = contract.judge(exit_code=done.exit_code, killed_reason=done.killed_reason,
-                             result=result, result_problem=problem, stderr=stderr)
     return EvalResult(
         outcome=verdict.outcome, score=verdict.score, metrics=verdict.metrics, error=verdict.error,
         exit_code=done.exit_code, duration_s=round(done.duration_s, 4),
         stdout_tail=stdout[-_TAIL_CHARS:], stderr_tail=stderr[-_TAIL_CHARS:],
+        feedback=feedback_of(verdict, stderr, spec.feedback_max_chars),
+        private_metrics=verdict.private_metrics,
     )
 
 
-def _find_result(spec: EvaluatorSpec, workdir: Path, stdout: str) -> tuple[object, str | None]:
-    if spec.is_python:
-        return _read_result_file(workdir / RESULT_FILE, "the harness's result file",
-                                 "evaluate() returned no result (the process ended before it returned)")
-    found = contract.last_json_object(stdout)
-    if found is not None:
-        return found, None
-    return _read_result_file(workdir / RESULTS_JSON, RESULTS_JSON,
-                             "the evaluator printed no JSON object on stdout and wrote no results.json")
+def feedback_of(verdict: Verdict, stderr: str, max_chars: int) -> dict[str, str]:
+    """Return the attempt's feedback for the LLM: the adapter's, its error text and stderr's tail, capped."""
+    items = dict(verdict.feedback)
+    if verdict.error:
+        items["error"] = verdict.error
+    if stderr.strip():
+        items["stderr"] = stderr
+    if max_chars == 0:
+        return {}
+    # Errors and logs say the most at their end; keep the tail of long items.
+    return {key: value if len(value) <= max_chars else "[...] " + value[-max_chars:] for key, value in items.items()}
 
 
-def _read_result_file(path: Path, label: str, missing_reason: str) -> tuple[object, str | None]:
-    try:
-        if path.is_symlink():  # evolveflow reads it unsandboxed: never follow the candidate's links
-            return NO_RESULT, f"{label} is a symbolic link, which evolveflow does not follow"
-        if not path.is_file():
-            return NO_RESULT, missing_reason
-        if path.stat().st_size > _MAX_RESULT_FILE_BYTES:
-            return NO_RESULT, f"{label} is larger than {_MAX_RESULT_FILE_BYTES} bytes"
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        return NO_RESULT, f"{label} could not be read: {exc}"
-    return contract.parse_result_text(text, label)
+def keep_files(source: Path, target: Path, max_bytes: int, skip: frozenset[str] = frozenset()) -> int:
+    """Copy regular files (never symlinks, devices or hard links) from source to target, up to max_bytes."""
+    kept = 0
+    for root, dirs, files in os.walk(source):
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
+        for name in sorted(files):
+            path = Path(root) / name
+            if path.relative_to(source).as_posix() in skip:
+                continue
+            try:
+                info = os.lstat(path)
+            except OSError:
+                continue
+            if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or kept + info.st_size > max_bytes:
+                continue
+            destination = target / path.relative_to(source)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            with os.fdopen(fd, "rb") as handle, open(destination, "wb") as out:
+                shutil.copyfileobj(handle, out)
+            kept += info.st_size
+    return kept
 
 
 def _remove_tree(path: Path) -> None:
     def make_writable_and_retry(function, target, _error):
         # A candidate may leave read-only directories behind; non-root users cannot delete into them.
+        # Never chmod through a symlink: that would change a file outside the working directory.
         try:
-            os.chmod(os.path.dirname(target), stat.S_IRWXU)
-            os.chmod(target, stat.S_IRWXU)
+            for each in (os.path.dirname(target), target):
+                if not os.path.islink(each):
+                    os.chmod(each, stat.S_IRWXU)
             function(target)
         except OSError:
             pass
@@ -239,6 +322,6 @@ def _remove_tree(path: Path) -> None:
 
 
 __all__ = [
-    "EvaluatorConfigError", "EvaluatorSpec", "check_evaluator", "evaluator_environment",
-    "run_evaluation", "sandbox_level",
+    "EvaluatorConfigError", "EvaluatorSpec", "adapter_for", "check_evaluator", "evaluator_environment",
+    "keep_files", "run_evaluation", "sandbox_level",
 ]

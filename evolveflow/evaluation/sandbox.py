@@ -93,6 +93,7 @@ class Completed:
     stderr_bytes: int
     killed_reason: str | None  # set when evolveflow killed the run (timeout or output guard)
     duration_s: float
+    channel: bytes | None = None  # what the harness sent over the private result pipe, if one was given
 
 
 class _Tail:
@@ -154,7 +155,8 @@ def _mask_args(paths: Sequence[Path]) -> list[str]:
     return argv
 
 
-def bwrap_prefix(workdir: Path, readable: Sequence[Path] = (), hidden: Sequence[Path] = ()) -> list[str]:
+def bwrap_prefix(workdir: Path, readable: Sequence[Path] = (), hidden: Sequence[Path] = (),
+                 cwd: Path | None = None) -> list[str]:
     """Return the bwrap argv (ending in '--') that confines a command to a writable workdir."""
     argv = [shutil.which("bwrap") or "bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
     masked = [path for path in MASKED_BY_DEFAULT if _maskable(path)]
@@ -165,7 +167,7 @@ def bwrap_prefix(workdir: Path, readable: Sequence[Path] = (), hidden: Sequence[
     # The user's hidden paths come after the readable binds so that they win inside them.
     argv += _mask_args([path for path in hidden if _maskable(path)])
     argv += [
-        "--bind", str(workdir), str(workdir), "--chdir", str(workdir),
+        "--bind", str(workdir), str(workdir), "--chdir", str(cwd or workdir),
         # Run as root, bwrap keeps every capability by default, and the sandboxed root could then
         # remount / read-write (measured). Either flag below stops that alone (measured); keep both.
         "--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL",
@@ -308,34 +310,47 @@ def run_sandboxed(
     limits: Limits,
     readable: Sequence[Path] = (),
     hidden: Sequence[Path] = (),
+    channel: tuple[int, int] | None = None,
+    cwd: Path | None = None,
 ) -> Completed:
-    """Run command at sandbox level 'bwrap' or 'process' in workdir; kill it all when done or over limits."""
+    """Run command at sandbox level 'bwrap' or 'process' in workdir; kill it all when done or over limits.
+
+    channel: (read end, write end) of a pipe made by the caller; the write end is passed to the
+    command (its number must be in the command line) and closed here; the read end is drained
+    concurrently and closed, and what arrived is Completed.channel.
+    """
     if level not in ("bwrap", "process"):
         raise ValueError(f"sandbox level must be 'bwrap' or 'process', got {level!r}")
     _sweep_orphans_once()  # leftovers of an earlier evolveflow that was SIGKILLed
     token = new_run_token()
     alive_fd, alive_keeper = os.pipe()
+    passed = (alive_fd,) + ((channel[1],) if channel else ())
     inner = launcher_prefix(rlimits_for(limits), alive_fd=alive_fd, pdeathsig=True) + list(command)
     if level == "bwrap":
         # bwrap itself is started with the parent-death signal armed, and passes alive_fd inside.
         outer = launcher_prefix({}, alive_fd=alive_fd, pdeathsig=True, keep_alive_fd=True)
-        argv = outer + bwrap_prefix(workdir, readable, hidden) + inner
+        argv = outer + bwrap_prefix(workdir, readable, hidden, cwd=cwd) + inner
     else:
         argv = inner
     started = time.monotonic()
     try:
         proc = subprocess.Popen(
-            argv, cwd=workdir, env={**env, TOKEN_VARIABLE: token}, stdin=subprocess.DEVNULL,
+            argv, cwd=cwd or workdir, env={**env, TOKEN_VARIABLE: token}, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, close_fds=True,
-            pass_fds=(alive_fd,),
+            pass_fds=passed,
         )
     except OSError:
         os.close(alive_keeper)
+        if channel:
+            os.close(channel[0])
         raise
     finally:
-        os.close(alive_fd)
+        for fd in passed:
+            os.close(fd)
     streams = {proc.stdout.fileno(): _Tail("stdout", limits.max_output_bytes),
                proc.stderr.fileno(): _Tail("stderr", limits.max_output_bytes)}
+    if channel:
+        streams[channel[0]] = _Tail("the result channel", limits.kill_output_bytes)
     try:
         killed_reason = _supervise(proc, streams, limits, started, token)
     finally:
@@ -344,10 +359,13 @@ def run_sandboxed(
         proc.stdout.close()
         proc.stderr.close()
         os.close(alive_keeper)
-    out, err = streams.values()
+        if channel:
+            os.close(channel[0])
+    out, err, *result = streams.values()
     return Completed(
         exit_code=proc.returncode, stdout=out.tail(), stderr=err.tail(), stdout_bytes=out.total,
         stderr_bytes=err.total, killed_reason=killed_reason, duration_s=time.monotonic() - started,
+        channel=result[0].tail() if result else None,
     )
 
 

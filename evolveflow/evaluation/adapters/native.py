@@ -1,0 +1,68 @@
+"""evolveflow's own contracts: (a) an executable called with the candidate's path, (b) evaluate() in a .py file."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from evolveflow.evaluation import contract
+from evolveflow.evaluation.adapters.base import CHANNEL_FD, Finished, Launch
+from evolveflow.evaluation.adapters.reading import read_channel, read_result_file
+from evolveflow.evaluation.contract import Verdict
+
+RESULTS_JSON = "results.json"  # contract (a): fallback when stdout holds no JSON object
+NO_RETURN = ("evaluate() did not return a result: the evaluator process ended before it returned "
+             "(a crash, os._exit() or sys.exit() in the candidate, or a kill)")
+
+
+def write_candidate(workdir: Path, code: str, filename: str) -> Path:
+    """Write the candidate as workdir/filename and return its path."""
+    program = workdir / filename
+    program.write_text(code, encoding="utf-8")
+    return program
+
+
+@dataclass(frozen=True)
+class NativeScript:
+    """Contract (a): ``EXECUTABLE CANDIDATE_PATH`` prints ``{"score": ...}`` (else writes results.json)."""
+
+    path: Path
+    name: str = "native"
+
+    def prepare(self, workdir: Path, code: str, filename: str, step: int) -> Launch:
+        program = write_candidate(workdir, code, filename)
+        return Launch(command=[str(self.path), str(program)], cwd=workdir, results_dir=None)
+
+    def verdict(self, finished: Finished) -> Verdict:
+        result, problem = contract.last_json_object(finished.stdout), None
+        if result is None:
+            result, problem = read_result_file(
+                finished.cwd / RESULTS_JSON, RESULTS_JSON,
+                "the evaluator printed no JSON object on stdout and wrote no results.json")
+        return contract.judge(exit_code=finished.exit_code, killed_reason=finished.killed_reason,
+                              result=result, result_problem=problem, stderr=finished.stderr)
+
+
+@dataclass(frozen=True)
+class NativePython:
+    """Contract (b): ``evaluate(program_path[, seed=]) -> dict``, run by the harness; result over a pipe."""
+
+    path: Path
+    python: str
+    harness: Path
+    name: str = "native"
+
+    def prepare(self, workdir: Path, code: str, filename: str, step: int) -> Launch:
+        program = write_candidate(workdir, code, filename)
+        command = [self.python, str(self.harness), "run", "native", CHANNEL_FD, "{}", str(self.path), str(program)]
+        return Launch(command=command, cwd=workdir, channel=True)
+
+    def verdict(self, finished: Finished) -> Verdict:
+        result, problem = read_channel(finished.channel, NO_RETURN)
+        return contract.judge(exit_code=finished.exit_code, killed_reason=finished.killed_reason,
+                              result=result, result_problem=problem, stderr=finished.stderr)
+
+
+def harness_options(**options: object) -> str:
+    """Return harness options as the JSON argument it expects."""
+    return json.dumps(options)
