@@ -6,9 +6,11 @@ here, because database handles cannot be flow parameters.
 from __future__ import annotations
 
 import itertools
+import shutil
 import threading
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from evolveflow.config import Config
@@ -60,7 +62,13 @@ class Runtime:
     attempt_log: dict[int, list] = field(default_factory=dict)
     eval_targets: dict[int, int] = field(default_factory=dict)  # successful attempts a node needs
     eval_notes: dict[int, str] = field(default_factory=dict)
-    identical_confirmations: int = 0  # see tasks/evaluate.py: deterministic evaluators need no re-runs
+    identical_confirmations: int = 0  # see tasks/evaluate.py: deterministic evaluators need fewer re-runs
+    # LLM calls per node, appended as each billed reply arrives and kept across Prefect retries
+    # until the node is persisted: what was paid for is recorded even when the round fails later.
+    call_log: dict[int, list] = field(default_factory=dict)  # proposing; the Candidate carries them
+    unused_analysis: dict[int, list] = field(default_factory=dict)  # empty analyst replies; persist adds them
+    # Counters shared by concurrent rounds (stats, identical_confirmations) change under this lock.
+    stats_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def config(self) -> Config:
@@ -90,12 +98,21 @@ def sampler_from(config: Config) -> Sampler:
 
 
 def evaluator_spec(experiment: Experiment) -> EvaluatorSpec:
-    """Returns the sandbox settings for the experiment's evaluator."""
+    """Returns the sandbox settings and contract for the experiment's evaluator."""
     ev = experiment.config.evaluation
+    python = ev.python
+    if python and ("/" in python) and not Path(python).expanduser().is_absolute():
+        python = str((experiment.dir / python).resolve())  # a path relative to the experiment folder
+    elif python and "/" not in python:
+        python = shutil.which(python) or python  # a command name such as python3.12
     return EvaluatorSpec(
         path=experiment.evaluator_path, timeout_s=ev.timeout_s, memory_mb=ev.memory_mb,
         max_output_bytes=ev.max_output_bytes, kill_output_bytes=ev.kill_output_bytes,
-        sandbox=ev.sandbox,
+        sandbox=ev.sandbox, contract=ev.contract, python=python,
+        pythonpath=tuple((experiment.dir / p).resolve() for p in ev.pythonpath),
+        cascade=ev.cascade, cascade_thresholds=tuple(ev.cascade_thresholds),
+        experiment_dir=experiment.dir, feedback_max_chars=ev.feedback_max_chars,
+        keep_files_max_bytes=ev.keep_files_max_bytes,
         # Under bwrap candidates cannot even read the search's databases (they cannot write
         # anywhere but their working directory at that level anyway).
         hidden_paths=(experiment.storage_dir,),

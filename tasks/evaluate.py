@@ -26,6 +26,7 @@ def aggregate(attempts: list[EvalResult], notes: str = "") -> Scored:
     return Scored(
         status=Status.OK, score=median, score_spread=scores[-1] - scores[0],
         metrics=closest.metrics, attempts=tuple(attempts), notes=notes,
+        feedback=closest.feedback, private_metrics=closest.private_metrics,
     )
 
 
@@ -38,7 +39,9 @@ def _run_until(rt: Runtime, node: Node, log: list[EvalResult], target: int, infr
     retry = rt.config.tasks.evaluate
     while sum(a.outcome == Outcome.OK for a in log) < target:
         seed = rt.config.pipeline.seed * 1_000_003 + node.id * 1_000 + len(log)
-        result = run_evaluation(node.code, rt.evaluator, seed=seed, filename=rt.config.evaluation.program_file)
+        kept = rt.experiment.storage_dir / "files" / f"node_{node.id}" / f"attempt_{len(log) + 1}"
+        result = run_evaluation(node.code, rt.evaluator, seed=seed, filename=rt.config.evaluation.program_file,
+                                step=node.id, keep_files_to=kept)
         log.append(result)
         if result.outcome == Outcome.INFRA_ERROR:
             if infra_budget > 0:
@@ -48,7 +51,8 @@ def _run_until(rt: Runtime, node: Node, log: list[EvalResult], target: int, infr
             raise InfraError(f"evaluator infrastructure failure on node {node.id}: {result.error}")
         if result.outcome == Outcome.CANDIDATE_ERROR:
             return Scored(status=Status.CANDIDATE_ERROR, error=result.error, metrics=result.metrics,
-                          attempts=tuple(log), notes=rt.eval_notes.get(node.id, ""))
+                          attempts=tuple(log), notes=rt.eval_notes.get(node.id, ""),
+                          feedback=result.feedback, private_metrics=result.private_metrics)
     return None
 
 
@@ -67,13 +71,16 @@ def score_candidate(rt: Runtime, candidate: Candidate) -> Scored:
     scored = aggregate(log, rt.eval_notes.get(node.id, ""))
     if node.id in rt.eval_targets:
         return _learn_noise(rt, scored)  # confirmed by re-runs
-    if rt.identical_confirmations >= DETERMINISTIC_AFTER:
-        return scored  # re-running a deterministic evaluator only repeats the same number
-    lineage = rt.tree.lineage_scores(node.parent_id) if node.parent_id is not None else []
-    reason = rerun_reason(scored.score, rt.tree.best_score(), lineage, rt.config.evaluation.outlier)
+    outlier = rt.config.evaluation.outlier
+    with rt.stats_lock:
+        deterministic = rt.identical_confirmations >= DETERMINISTIC_AFTER
+    # A deterministic evaluator needs no lineage check (a re-run only repeats the same number),
+    # but a would-be new best is still re-run once: the reported best is always confirmed.
+    lineage = rt.tree.lineage_scores(node.parent_id) if node.parent_id is not None and not deterministic else []
+    reason = rerun_reason(scored.score, rt.tree.best_score(), lineage, outlier)
     if reason is None:
         return scored
-    rt.eval_targets[node.id] = repeats + rt.config.evaluation.outlier.reruns
+    rt.eval_targets[node.id] = repeats + (1 if deterministic else outlier.reruns)
     rt.eval_notes[node.id] = f"re-run before acceptance: {reason}; first score {scored.score:.6g}"
     get_run_logger().info("node %s: %s", node.id, rt.eval_notes[node.id])
     # The confirming re-runs get their own infra retries: otherwise the likely new bests, which
@@ -84,14 +91,18 @@ def score_candidate(rt: Runtime, candidate: Candidate) -> Scored:
 
 def _learn_noise(rt: Runtime, scored: Scored) -> Scored:
     """Counts confirmations whose attempts were identical; any spread means the metric is noisy."""
-    if scored.score_spread == 0:
-        rt.identical_confirmations += 1
-        if rt.identical_confirmations == DETERMINISTIC_AFTER:
-            get_run_logger().warning(
-                "the evaluator gave identical scores on %d confirmations in a row: treating it as "
-                "deterministic, outlier re-runs are skipped for the rest of this run", DETERMINISTIC_AFTER)
-    else:
-        rt.identical_confirmations = -(10**9)  # noisy: never stop confirming in this run
+    with rt.stats_lock:
+        if scored.score_spread == 0:
+            rt.identical_confirmations += 1
+            just_learned = rt.identical_confirmations == DETERMINISTIC_AFTER
+        else:
+            rt.identical_confirmations = -(10**9)  # noisy: never stop confirming in this run
+            just_learned = False
+    if just_learned:
+        get_run_logger().warning(
+            "the evaluator gave identical scores on %d confirmations in a row: treating it as "
+            "deterministic: no lineage re-runs for the rest of this run, and a would-be new best "
+            "gets one confirming re-run", DETERMINISTIC_AFTER)
     return scored
 
 
