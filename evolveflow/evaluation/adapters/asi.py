@@ -123,7 +123,8 @@ class AsiEvaluator:
         step_dir = copy / "steps" / f"step_{step}"
         step_dir.mkdir(parents=True, exist_ok=True)
         (step_dir / "code").write_text(code, encoding="utf-8")
-        return Launch(command=["bash", str(self._copied_script(copy))], cwd=step_dir, results_dir=step_dir,
+        bash = shutil.which("bash") or "/bin/bash"  # the launcher execs a path, not a command name
+        return Launch(command=[bash, str(self._copied_script(copy))], cwd=step_dir, results_dir=step_dir,
                       skip_files=frozenset({"code"}))
 
     def verdict(self, finished: Finished) -> Verdict:
