@@ -138,6 +138,37 @@ def test_empty_replies_get_one_more_try_then_empty_reply_error():
     assert len(srv.requests) == 2
 
 
+def test_empty_replies_are_billed_into_the_ledger_even_when_the_call_fails():
+    ledger = []
+    with FakeOpenAIServer(faults=["empty"] * 5) as srv:
+        with pytest.raises(EmptyReplyError):
+            ask(srv, model="openai/x", num_retries=0, ledger=ledger,
+                extra={"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6})
+    assert len(ledger) == len(srv.requests) == 2
+    for billed in ledger:
+        assert billed.text == "" and billed.model == "openai/x"
+        assert billed.prompt_tokens == PROMPT_TOKENS and billed.completion_tokens == rough_token_count("")
+        assert billed.cost_usd == pytest.approx(PROMPT_TOKENS * 1e-6 + rough_token_count("") * 2e-6)
+
+
+def test_an_empty_reply_then_a_good_one_bills_both_and_splits_the_time():
+    ledger = []
+    with FakeOpenAIServer(responder=["fine"], faults=["empty", "500", None]) as srv:
+        started = time.monotonic()
+        reply = ask(srv, num_retries=2, ledger=ledger)
+        elapsed = time.monotonic() - started
+    assert reply.text == "fine" and [b.text for b in ledger] == [""]  # the 500 came back with no usage
+    assert ledger[0].prompt_tokens == PROMPT_TOKENS
+    assert 0 < ledger[0].latency_s and 0 < reply.latency_s
+    assert ledger[0].latency_s + reply.latency_s <= elapsed  # each second counted once
+
+
+def test_without_a_ledger_retries_are_unchanged():
+    with FakeOpenAIServer(responder=["fine"], faults=["empty"]) as srv:
+        assert ask(srv, num_retries=0).text == "fine"
+    assert len(srv.requests) == 2
+
+
 def test_client_errors_are_not_retried():
     with FakeOpenAIServer() as srv:
         with pytest.raises(LLMError) as caught:

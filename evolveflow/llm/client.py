@@ -70,6 +70,7 @@ def complete(
     seed: int | None = None,
     extra: dict | None = None,
     retry_backoff_s: float = 1.0,
+    ledger: list[LLMReply] | None = None,
 ) -> LLMReply:
     """Ask `model` (then each of `fallbacks`) for a chat completion; return its text and accounting.
 
@@ -78,6 +79,10 @@ def complete(
     after ``retry_backoff_s * 2**k`` seconds with jitter, or after the server's Retry-After when
     given; other errors (e.g. 400, 401) move straight on to the next fallback.  ``extra`` is passed
     to ``litellm.completion`` as is (e.g. ``input_cost_per_token`` to price an unknown model).
+    Every response that came back but could not be used (empty content) is still billed: it is
+    appended to ``ledger`` with its tokens, cost and own latency as it arrives, even when the call
+    ends in ``EmptyReplyError``, so the caller can record what it paid for.  The returned reply's
+    latency is the rest of the call's wall time, so the latencies add up to it exactly.
     """
     if num_retries < 0:
         raise ValueError(f"num_retries must be >= 0, got {num_retries}")
@@ -98,12 +103,14 @@ def complete(
 
     models = [model, *fallbacks]
     started = time.monotonic()
+    billed_before = len(ledger) if ledger is not None else 0
     tally = _Tally()
     for name in models:
-        answer = _ask_one_model(name, request, num_retries, retry_backoff_s, tally)
+        answer = _ask_one_model(name, request, num_retries, retry_backoff_s, tally, ledger)
         if answer is not None:
             response, text = answer
-            return build_reply(response, text, name, time.monotonic() - started)
+            unusable_s = sum(r.latency_s for r in (ledger or [])[billed_before:])
+            return build_reply(response, text, name, time.monotonic() - started - unusable_s)
 
     error_class = EmptyReplyError if tally.last_was_empty else LLMError
     raise error_class(
@@ -123,7 +130,8 @@ class _Tally:
 
 
 def _ask_one_model(
-    name: str, request: dict[str, Any], num_retries: int, retry_backoff_s: float, tally: _Tally
+    name: str, request: dict[str, Any], num_retries: int, retry_backoff_s: float, tally: _Tally,
+    ledger: list[LLMReply] | None = None,
 ) -> tuple[Any, str] | None:
     """Try one model within its attempt budget; return (response, text) or None, noting failures in tally."""
     budget = 1 + num_retries
@@ -132,6 +140,7 @@ def _ask_one_model(
         attempt += 1
         tally.attempts += 1
         retry_hint: float | None = None
+        asked = time.monotonic()
         try:
             response = litellm.completion(model=name, **request)
         except openai.OpenAIError as exc:  # every litellm provider error derives from this
@@ -142,6 +151,8 @@ def _ask_one_model(
             text = reply_text(response)
             if text.strip():
                 return response, text
+            if ledger is not None:  # billed although unusable
+                ledger.append(build_reply(response, text, name, time.monotonic() - asked))
             tally.last_exception, tally.last_was_empty = None, True
             tally.last_error_by_model[name] = f"empty content (finish_reason={finish_reason(response)})"
             retryable, budget = True, max(budget, 2)  # an empty reply always earns one more try
