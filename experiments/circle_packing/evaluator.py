@@ -3,7 +3,10 @@
 Usage: ``python evaluator.py PROGRAM_PATH`` prints one JSON line, either
 ``{"score": ..., "metrics": {...}}`` or ``{"error": "..."}`` (exit status 1).
 
-The candidate module must define ``run_packing() -> (centers, radii)``. A packing is valid when
+The candidate module must define ``run_packing() -> (centers, radii)``. It runs in a child process
+of its own, which hands back only the numbers (its prints go to stderr); this
+process validates and scores them. So a candidate cannot forge the score by printing a JSON line,
+writing result files or exiting early: only a packing that passes every check is scored. A packing is valid when
 there are exactly 26 circles, every value is a finite number, every radius is positive, every
 circle lies inside the unit square and no two circles overlap, all checked with an absolute
 tolerance of 1e-9 and no looser.
@@ -21,11 +24,16 @@ Metrics:
 """
 from __future__ import annotations
 
-import importlib.util
+import builtins
 import contextlib
+import ctypes
+import importlib.util
 import json
 import math
 import numbers
+import os
+import signal
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -46,6 +54,73 @@ def load_program(program_path: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# Runs in the child: import the candidate, call run_packing(), send the numbers over fd DATA_FD.
+_CHILD = r"""
+import importlib.util, json, os, sys
+fd = int(sys.argv[2])
+def send(payload):
+    os.write(fd, json.dumps(payload, allow_nan=True,
+             default=lambda v: v.tolist() if hasattr(v, "tolist") else repr(v)).encode())
+try:
+    spec = importlib.util.spec_from_file_location("candidate", sys.argv[1])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    run_packing = getattr(module, "run_packing", None)
+    if not callable(run_packing):
+        send({"error": "ValueError", "message": sys.argv[1] + " does not define a callable run_packing()"})
+    else:
+        send({"result": run_packing()})
+except BaseException as exc:
+    send({"error": type(exc).__name__, "message": str(exc)})
+os._exit(0)
+"""
+CHILD_TIMEOUT_S = 600
+
+
+def _refuse_inspection() -> None:
+    """Make this process non-dumpable: its children cannot open /proc/<our pid>/fd/1 and write our stdout."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 0
+
+
+def run_candidate(program_path: str):
+    """Run the candidate's run_packing() in a child process and return its raw result (as JSON data).
+
+    An exception inside the candidate is raised here again as the same built-in type with its message.
+    """
+    path = Path(program_path).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"candidate program not found: {path}")
+    _refuse_inspection()
+    read_end, write_end = os.pipe()
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(path), str(write_end)], pass_fds=(write_end,),
+        # The candidate's prints (even os.write(1, ...)) land on our stderr, never our stdout.
+        stdin=subprocess.DEVNULL, stdout=2, stderr=2,
+        start_new_session=True,
+    )
+    os.close(write_end)
+    chunks = []
+    try:
+        with os.fdopen(read_end, "rb") as data:
+            chunks.append(data.read())
+        child.wait(timeout=CHILD_TIMEOUT_S)
+    finally:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.pid, signal.SIGKILL)  # whatever the candidate left running
+        child.wait()
+    try:
+        payload = json.loads(b"".join(chunks).decode("utf-8", "replace"))
+    except ValueError:
+        raise RuntimeError("the candidate's process ended before run_packing() returned "
+                           "(a crash, os._exit() or a kill)") from None
+    if "error" in payload:
+        kind = getattr(builtins, str(payload["error"]), None)
+        kind = kind if isinstance(kind, type) and issubclass(kind, Exception) else RuntimeError
+        raise kind(payload.get("message") or payload["error"])
+    return payload["result"]
 
 
 def _as_finite_float(value, what: str) -> float:
@@ -136,14 +211,10 @@ def describe_packing(centres: list[tuple[float, float]], radii: list[float]) -> 
 def evaluate(program_path: str) -> dict:
     """Run the candidate at program_path and return {"score": sum_of_radii, "metrics": {...}}.
 
-    Raises ValueError with a precise message if the packing is invalid; any exception raised
-    by the candidate itself propagates unchanged.
+    Raises ValueError with a precise message if the packing is invalid; an exception raised by
+    the candidate itself is raised again with its type (built-in types) and message.
     """
-    module = load_program(program_path)
-    run_packing = getattr(module, "run_packing", None)
-    if not callable(run_packing):
-        raise ValueError(f"{program_path} does not define a callable run_packing()")
-    centres, radii = parse_packing(run_packing())
+    centres, radii = parse_packing(run_candidate(program_path))
     validate_packing(centres, radii)
     metrics = describe_packing(centres, radii)
     return {"score": metrics["sum_radii"], "metrics": metrics}
