@@ -208,14 +208,20 @@ def main(argv: list[str]) -> int:
     except ValueError as error:
         print(json.dumps({"error": str(error)}))
         return 2
+    # The candidate runs in this process. Move our stdout to a private descriptor and point fd 1 at
+    # stderr before it is imported, so nothing it prints (even with os.write(1, ...)) reaches the
+    # framework, and a candidate that exits early leaves no JSON line at all.
+    sys.stdout.flush()
+    result_fd = os.dup(1)
+    os.dup2(2, 1)
+    out = os.fdopen(result_fd, "w")
     try:
-        # The candidate may print; stdout is reserved for the one JSON line the framework parses.
         with contextlib.redirect_stdout(sys.stderr):
             result = evaluate(argv[1], seed)
     except Exception as error:  # every failure here is the candidate's; report it as one JSON line
-        print(json.dumps({"error": f"{type(error).__name__}: {error}"}))
+        print(json.dumps({"error": f"{type(error).__name__}: {error}"}), file=out, flush=True)
         return 1
-    print(json.dumps(result, allow_nan=False))
+    print(json.dumps(result, allow_nan=False), file=out, flush=True)
     return 0 if result["score"] is not None else 1
 
 
