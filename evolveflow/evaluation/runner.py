@@ -138,6 +138,10 @@ def check_evaluator(spec: EvaluatorSpec) -> None:
     if contract == "asi":
         if shutil.which("bash") is None:
             raise EvaluatorConfigError(f"evaluator {path} is an ASI-Evolve eval.sh, which needs bash on PATH")
+        try:
+            adapters.check_copy_size(spec.experiment_dir or path.parent, frozenset(spec.hidden_paths))
+        except adapters.ExperimentCopyError as exc:
+            raise EvaluatorConfigError(str(exc)) from None
         return
     if not spec.is_python:
         _check_executable(path)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from evolveflow.evaluation.adapters.asi import AsiEvaluator, ExperimentCopyError, copy_experiment
+from evolveflow.evaluation.adapters.asi import AsiEvaluator, ExperimentCopyError, check_copy_size, copy_experiment
 from evolveflow.evaluation.adapters.base import CHANNEL_FD, EvaluatorAdapter, Finished, Launch
 from evolveflow.evaluation.adapters.native import NativePython, NativeScript
 from evolveflow.evaluation.adapters.openevolve import OpenEvolveEvaluator
@@ -47,5 +47,6 @@ def detect_contract(evaluator: Path) -> str:
 
 __all__ = [
     "CHANNEL_FD", "CONTRACTS", "AsiEvaluator", "EvaluatorAdapter", "ExperimentCopyError", "Finished", "Launch",
-    "NativePython", "NativeScript", "OpenEvolveEvaluator", "ShinkaEvaluator", "copy_experiment", "detect_contract",
+    "NativePython", "NativeScript", "OpenEvolveEvaluator", "ShinkaEvaluator", "check_copy_size", "copy_experiment",
+    "detect_contract",
 ]

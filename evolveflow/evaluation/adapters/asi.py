@@ -40,31 +40,38 @@ class ExperimentCopyError(Exception):
     """The experiment folder is too large to copy for each evaluation."""
 
 
-def copy_experiment(source: Path, target: Path, skip: frozenset[Path] = frozenset()) -> None:
-    """Copy the experiment folder's regular files and folders (no symlinks followed, run data left out)."""
-    total = 0
+def _walk(source: Path, skip: frozenset[Path]):
+    """Yield (folder, file names) of the experiment's inputs: run data, caches and symlinked dirs left out."""
     for root, dirs, files in os.walk(source):
         here = Path(root)
         dirs[:] = [d for d in dirs if d not in SKIPPED_DIRS and (here / d) not in skip
                    and not (here / d).is_symlink()]
+        yield here, files
+
+
+def check_copy_size(source: Path, skip: frozenset[Path] = frozenset()) -> None:
+    """Raise ExperimentCopyError if the folder is too large to copy for each evaluation."""
+    total = sum(os.lstat(here / name).st_size for here, files in _walk(source, skip) for name in files)
+    if total > MAX_COPY_BYTES:
+        raise ExperimentCopyError(
+            f"{source} holds {total // 1_000_000} MB, more than the {MAX_COPY_BYTES // 1_000_000} MB that can "
+            "be copied for every evaluation under the ASI-Evolve contract; move data out of the folder "
+            "and read it by absolute path")
+
+
+def copy_experiment(source: Path, target: Path, skip: frozenset[Path] = frozenset()) -> None:
+    """Copy the experiment folder's regular files and folders (no symlinks followed, run data left out)."""
+    check_copy_size(source, skip)
+    for here, files in _walk(source, skip):
         destination = target / here.relative_to(source)
         destination.mkdir(parents=True, exist_ok=True)
         for name in files:
             path = here / name
             info = os.lstat(path)
             if stat.S_ISLNK(info.st_mode):
-                link = os.readlink(path)
-                os.symlink(link, destination / name)  # kept as a link, not followed
-                continue
-            if not stat.S_ISREG(info.st_mode):
-                continue
-            total += info.st_size
-            if total > MAX_COPY_BYTES:
-                raise ExperimentCopyError(
-                    f"{source} holds more than {MAX_COPY_BYTES // 1_000_000} MB, too much to copy for every "
-                    "evaluation under the ASI-Evolve contract; move data out of the folder and read it by "
-                    "absolute path")
-            shutil.copy2(path, destination / name, follow_symlinks=False)
+                os.symlink(os.readlink(path), destination / name)  # kept as a link, not followed
+            elif stat.S_ISREG(info.st_mode):
+                shutil.copy2(path, destination / name, follow_symlinks=False)
 
 
 def _feedback(results: Any, step_dir: Path) -> dict[str, str]:
@@ -89,6 +96,9 @@ def read_asi_result(results: Any, problem: str | None, step_dir: Path, stderr: s
     metrics = clean_metrics({k: v for k, v in results.items() if k not in _NOT_METRICS})
 
     def failed(reason: str) -> Verdict:
+        log_tail = contract.last_lines(feedback.get("eval.log", ""), 5)
+        if log_tail:  # the reference's eval.sh says only "see eval.log": say what it says
+            reason = f"{reason}\neval.log ends with:\n{log_tail}"
         return Verdict(Outcome.CANDIDATE_ERROR, metrics=metrics, error=reason, feedback=feedback)
 
     invalid = invalid_reason(results)
