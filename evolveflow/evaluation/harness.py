@@ -159,7 +159,8 @@ def _call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 def _stage_result(result: Any, stage: int) -> dict:
     plain = as_plain(result)
     if not isinstance(plain, dict):
-        return {"metrics": {}, "artifacts": {}, "invalid_result": f"stage {stage} returned {type(plain).__name__}"}
+        kind = "null" if plain is None else type(plain).__name__
+        return {"metrics": {}, "artifacts": {}, "not_an_object": kind}
     if "metrics" in plain and isinstance(plain["metrics"], dict) and set(plain) <= {"metrics", "artifacts"}:
         return {"metrics": plain["metrics"], "artifacts": plain.get("artifacts") or {}}
     return {"metrics": plain, "artifacts": {}}

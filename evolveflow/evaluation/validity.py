@@ -64,3 +64,10 @@ def invalid_reason(result: Any) -> str | None:
         return None
     error = stated_error(result)
     return f"the evaluator marked the candidate invalid ({flag})" + (f": {error}" if error else "")
+
+
+def asks_retry(result: Any) -> str | None:
+    """Return the reason when the result asks for a retry (``"retry": true``: an infrastructure failure)."""
+    if isinstance(result, Mapping) and result.get("retry") is True:
+        return stated_error(result) or "the evaluator asked for a retry ('retry': true)"
+    return None

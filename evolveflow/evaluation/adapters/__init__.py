@@ -6,7 +6,8 @@
   takes ``--results_dir``;
 * ``openevolve``: a Python file that mentions ``openevolve``, ``EvaluationResult`` or
   ``evaluate_stage1``;
-* ``native``: any other Python file (``evaluate(program_path)``);
+* ``native``: another Python file that names a ``"score"`` or ``"eval_score"`` key;
+* ``openevolve``: any other Python file (``combined_score``, or the mean of its metrics);
 * ``asi``: a script that mentions ``steps/step_``, or never reads its first argument (``$1``, ``$@``)
   but names ``results.json`` or ``code`` (the reference's step-directory files);
 * ``native``: any other script (called with the candidate's path).
@@ -24,6 +25,7 @@ from evolveflow.evaluation.adapters.shinka import ShinkaEvaluator
 
 CONTRACTS = ("native", "asi", "openevolve", "shinka")
 _READS_FIRST_ARGUMENT = re.compile(r"\$\{?[1@*]")
+_NAMES_NATIVE_SCORE = re.compile(r"""["'](score|eval_score)["']""")
 
 
 def detect_contract(evaluator: Path) -> str:
@@ -37,7 +39,9 @@ def detect_contract(evaluator: Path) -> str:
             return "shinka"
         if any(marker in text for marker in ("openevolve", "EvaluationResult", "evaluate_stage1")):
             return "openevolve"
-        return "native"
+        # evolveflow's own evaluators name their score "score" or "eval_score"; OpenEvolve's name
+        # combined_score or nothing at all (the mean of the metrics is the score).
+        return "native" if _NAMES_NATIVE_SCORE.search(text) else "openevolve"
     reads_argument = bool(_READS_FIRST_ARGUMENT.search(text))
     asi_files = any(marker in text for marker in ("results.json", "/code", "results.txt"))
     if "steps/step_" in text or (not reads_argument and asi_files):

@@ -26,7 +26,7 @@ from evolveflow.evaluation.adapters.base import CHANNEL_FD, Finished, Launch
 from evolveflow.evaluation.adapters.native import NO_RETURN, harness_options, write_candidate
 from evolveflow.evaluation.adapters.reading import read_channel, text_of
 from evolveflow.evaluation.contract import NO_RESULT, Verdict, clean_metrics
-from evolveflow.evaluation.validity import invalid_reason, stated_error
+from evolveflow.evaluation.validity import asks_retry, invalid_reason, stated_error
 from evolveflow.records import Outcome
 
 
@@ -55,13 +55,16 @@ def read_openevolve_result(payload: Any) -> Verdict:
     """Classify the harness's openevolve payload (see the module docstring)."""
     if not isinstance(payload, dict):
         kind = "null" if payload is None else type(payload).__name__
-        return Verdict(Outcome.CANDIDATE_ERROR, error=f"the evaluator's result is a {kind}, not metrics")
+        return Verdict(Outcome.CANDIDATE_ERROR, error=f"the evaluator's result is a JSON {kind}, not an object")
     if "metrics" not in payload:  # the harness reports an exception as {"error", "traceback"}
         stage = payload.get("stage_result") or {}
         metrics = clean_metrics({**(stage.get("metrics") or {}), "cascade_stage": stage.get("cascade_stage", 0)})
         return Verdict(Outcome.CANDIDATE_ERROR, metrics=metrics if stage else {},
                        error=str(payload.get("error") or "the evaluator raised"),
                        feedback=_artifacts_feedback(stage.get("artifacts")))
+    if payload.get("not_an_object"):
+        return Verdict(Outcome.CANDIDATE_ERROR,
+                       error=f"the evaluator's result is a JSON {payload['not_an_object']}, not an object")
     raw = payload["metrics"] if isinstance(payload["metrics"], dict) else {}
     metrics = clean_metrics({**raw, "cascade_stage": payload.get("cascade_stage", 0)})
     feedback = _artifacts_feedback(payload.get("artifacts"))
@@ -69,6 +72,9 @@ def read_openevolve_result(payload: Any) -> Verdict:
     def failed(reason: str) -> Verdict:
         return Verdict(Outcome.CANDIDATE_ERROR, metrics=metrics, error=reason, feedback=feedback)
 
+    retry = asks_retry(raw)
+    if retry is not None:
+        return Verdict(Outcome.INFRA_ERROR, metrics=metrics, error=retry, feedback=feedback)
     invalid = invalid_reason(raw)
     if invalid is not None:
         return failed(invalid)

@@ -21,7 +21,7 @@ from evolveflow.evaluation.adapters.base import CHANNEL_FD, Finished, Launch
 from evolveflow.evaluation.adapters.native import harness_options, write_candidate
 from evolveflow.evaluation.adapters.reading import read_channel, text_of
 from evolveflow.evaluation.contract import NO_RESULT, Verdict, clean_metrics
-from evolveflow.evaluation.validity import invalid_reason
+from evolveflow.evaluation.validity import asks_retry, invalid_reason
 from evolveflow.records import Outcome
 
 RESULTS_DIR = "results"
@@ -52,6 +52,9 @@ def read_shinka_result(payload: Any) -> Verdict:
         return Verdict(Outcome.CANDIDATE_ERROR, metrics=metrics, error=reason, feedback=feedback,
                        private_metrics=private)
 
+    retry = asks_retry(metrics_json)
+    if retry is not None:
+        return Verdict(Outcome.INFRA_ERROR, metrics=metrics, error=retry, feedback=feedback, private_metrics=private)
     if not isinstance(correct_json, dict) or "__unreadable__" in correct_json:
         return failed("evaluate.py wrote no usable correct.json in its results directory (ShinkaEvolve "
                       "treats that as incorrect)")
