@@ -4,11 +4,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from evolveflow.evaluation import contract
 from evolveflow.evaluation.adapters.base import CHANNEL_FD, Finished, Launch
 from evolveflow.evaluation.adapters.reading import read_channel, read_result_file
-from evolveflow.evaluation.contract import Verdict
+from evolveflow.evaluation.contract import NO_RESULT, Verdict
+from evolveflow.records import Outcome
 
 RESULTS_JSON = "results.json"  # contract (a): fallback when stdout holds no JSON object
 NO_RETURN = ("evaluate() did not return a result: the evaluator process ended before it returned "
@@ -53,9 +55,8 @@ class NativePython:
     name: str = "native"
 
     def prepare(self, workdir: Path, code: str, filename: str, step: int) -> Launch:
-        program = write_candidate(workdir, code, filename)
-        command = [self.python, str(self.harness), "run", "native", CHANNEL_FD, "{}", str(self.path), str(program)]
-        return Launch(command=command, cwd=workdir, channel=True)
+        return harness_launch(self.python, self.harness, "native", {}, self.path,
+                              write_candidate(workdir, code, filename), workdir)
 
     def verdict(self, finished: Finished) -> Verdict:
         result, problem = read_channel(finished.channel, NO_RETURN)
@@ -63,6 +64,21 @@ class NativePython:
                               result=result, result_problem=problem, stderr=finished.stderr)
 
 
-def harness_options(**options: object) -> str:
-    """Return harness options as the JSON argument it expects."""
-    return json.dumps(options)
+def harness_launch(python: str, harness: Path, mode: str, options: dict, evaluator: Path, program: Path,
+                   workdir: Path, results_dir: Path | None = None) -> Launch:
+    """Return the launch of evolveflow's harness in `mode`, reporting over the private pipe."""
+    command = [python, str(harness), "run", mode, CHANNEL_FD, json.dumps(options), str(evaluator), str(program)]
+    return Launch(command=command, cwd=workdir, channel=True, results_dir=results_dir)
+
+
+def harness_payload(finished: Finished, missing_reason: str) -> tuple[Verdict | None, Any]:
+    """Return (a verdict decided by how the harness ended, or None; the payload it sent)."""
+    payload, problem = read_channel(finished.channel, missing_reason)
+    ended = contract.process_verdict(exit_code=finished.exit_code, killed_reason=finished.killed_reason,
+                                      stderr=finished.stderr)
+    if ended is not None:
+        return ended, payload
+    if payload is NO_RESULT:
+        detail = contract.last_lines(finished.stderr) if finished.exit_code else ""
+        return Verdict(Outcome.CANDIDATE_ERROR, error=detail or problem), payload
+    return None, payload

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from evolveflow.evaluation import contract
-from evolveflow.evaluation.adapters.base import CHANNEL_FD, Finished, Launch
-from evolveflow.evaluation.adapters.native import NO_RETURN, harness_options, write_candidate
-from evolveflow.evaluation.adapters.reading import read_channel, text_of
-from evolveflow.evaluation.contract import NO_RESULT, Verdict, clean_metrics
+from evolveflow.evaluation.adapters.base import Finished, Launch
+from evolveflow.evaluation.adapters.native import NO_RETURN, harness_launch, harness_payload, write_candidate
+from evolveflow.evaluation.adapters.reading import text_of
+from evolveflow.evaluation.contract import Verdict, clean_metrics
 from evolveflow.evaluation.validity import asks_retry, invalid_reason, stated_error
 from evolveflow.records import Outcome
 
@@ -106,19 +106,10 @@ class OpenEvolveEvaluator:
     name: str = "openevolve"
 
     def prepare(self, workdir: Path, code: str, filename: str, step: int) -> Launch:
-        program = write_candidate(workdir, code, filename)
-        options = harness_options(cascade=self.cascade, cascade_thresholds=list(self.cascade_thresholds))
-        command = [self.python, str(self.harness), "run", "openevolve", CHANNEL_FD, options, str(self.path),
-                   str(program)]
-        return Launch(command=command, cwd=workdir, channel=True)
+        options = {"cascade": self.cascade, "cascade_thresholds": list(self.cascade_thresholds)}
+        return harness_launch(self.python, self.harness, "openevolve", options, self.path,
+                              write_candidate(workdir, code, filename), workdir)
 
     def verdict(self, finished: Finished) -> Verdict:
-        payload, problem = read_channel(finished.channel, NO_RETURN)
-        ended = contract.process_verdict(exit_code=finished.exit_code, killed_reason=finished.killed_reason,
-                                          stderr=finished.stderr)
-        if ended is not None:
-            return ended
-        if payload is NO_RESULT:
-            detail = contract.last_lines(finished.stderr) if finished.exit_code else ""
-            return Verdict(Outcome.CANDIDATE_ERROR, error=detail or problem)
-        return read_openevolve_result(payload)
+        ended, payload = harness_payload(finished, NO_RETURN)
+        return ended or read_openevolve_result(payload)

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from evolveflow.evaluation import contract
-from evolveflow.evaluation.adapters.base import CHANNEL_FD, Finished, Launch
-from evolveflow.evaluation.adapters.native import harness_options, write_candidate
-from evolveflow.evaluation.adapters.reading import read_channel, text_of
-from evolveflow.evaluation.contract import NO_RESULT, Verdict, clean_metrics
+from evolveflow.evaluation.adapters.base import Finished, Launch
+from evolveflow.evaluation.adapters.native import harness_launch, harness_payload, write_candidate
+from evolveflow.evaluation.adapters.reading import text_of
+from evolveflow.evaluation.contract import Verdict, clean_metrics
 from evolveflow.evaluation.validity import asks_retry, invalid_reason
 from evolveflow.records import Outcome
 
@@ -84,20 +84,11 @@ class ShinkaEvaluator:
     name: str = "shinka"
 
     def prepare(self, workdir: Path, code: str, filename: str, step: int) -> Launch:
-        program = write_candidate(workdir, code, filename)
         results = workdir / RESULTS_DIR
         results.mkdir()
-        command = [self.python, str(self.harness), "run", "shinka", CHANNEL_FD,
-                   harness_options(results_dir=str(results)), str(self.path), str(program)]
-        return Launch(command=command, cwd=workdir, channel=True, results_dir=results)
+        return harness_launch(self.python, self.harness, "shinka", {"results_dir": str(results)}, self.path,
+                              write_candidate(workdir, code, filename), workdir, results_dir=results)
 
     def verdict(self, finished: Finished) -> Verdict:
-        payload, problem = read_channel(finished.channel, NO_FINISH)
-        ended = contract.process_verdict(exit_code=finished.exit_code, killed_reason=finished.killed_reason,
-                                          stderr=finished.stderr)
-        if ended is not None:
-            return ended
-        if payload is NO_RESULT:
-            detail = contract.last_lines(finished.stderr) if finished.exit_code else ""
-            return Verdict(Outcome.CANDIDATE_ERROR, error=detail or problem)
-        return read_shinka_result(payload)
+        ended, payload = harness_payload(finished, NO_FINISH)
+        return ended or read_shinka_result(payload)
