@@ -1,6 +1,7 @@
 """One nested pydantic model for all settings, merged from YAML files and CLI flags."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -206,18 +207,28 @@ def read_yaml(path: Path) -> dict:
     return data
 
 
-def _validate(data: dict, source: str) -> Config:
+def _validate(data: dict, source: str, origin: dict[str, str] | None = None) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
             key = ".".join(str(part) for part in err["loc"])
+            theirs = (origin or {}).get(key)
+            came_from = f" (from its key {theirs})" if theirs and theirs != key else ""
             if err["type"] == "extra_forbidden":
                 problems.append(f"unknown key '{key}'")
             else:
-                problems.append(f"'{key}': {err['msg']} (got {err.get('input')!r})")
+                problems.append(f"'{key}'{came_from}: {err['msg']} (got {err.get('input')!r})")
         raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+
+
+def _is_ours(layer: dict) -> bool:
+    try:
+        Config.model_validate(layer)
+    except ValidationError:
+        return False
+    return True
 
 
 def set_dotted(data: dict, dotted: str, value: Any) -> dict:
@@ -228,13 +239,45 @@ def set_dotted(data: dict, dotted: str, value: Any) -> dict:
     return out
 
 
-def load_config(files: Sequence[Path], overrides: dict[str, Any] | None = None) -> Config:
-    """Returns the config from YAML files merged in order, then dotted-key overrides (CLI flags)."""
+@dataclass(frozen=True)
+class ForeignFile:
+    """A config file written for another framework, and what it was translated into."""
+
+    path: Path
+    translation: Any  # foreign_config.Translation
+
+
+def load_config_layers(
+    files: Sequence[Path], overrides: dict[str, Any] | None = None
+) -> tuple[Config, list[ForeignFile]]:
+    """Returns the config from YAML files merged in order, then flags; and the files translated on the way.
+
+    A file that is not valid in our format but is recognised as an ASI-Evolve, OpenEvolve or
+    ShinkaEvolve config is translated first (evolveflow/foreign_config.py); any other invalid
+    file is an error naming the key and the file.
+    """
+    from evolveflow.foreign_config import ForeignConfigError, translate  # it reads this module's model
+
     merged: dict = {}
+    foreign: list[ForeignFile] = []
     for path in files:
-        layer = read_yaml(path)
-        _validate(deep_merge(merged, layer), str(path))  # blame the file that introduced an error
+        layer, source, origin = read_yaml(path), str(path), None
+        if not _is_ours(layer):
+            try:
+                translation = translate(layer)
+            except ForeignConfigError as exc:
+                raise ConfigError(f"{path}: {exc}") from None
+            if translation is not None:
+                foreign.append(ForeignFile(path, translation))
+                layer, origin = translation.config, translation.origin
+                source = f"{path} (translated from {translation.format})"
+        _validate(deep_merge(merged, layer), source, origin)  # blame the file that introduced an error
         merged = deep_merge(merged, layer)
     for dotted, value in (overrides or {}).items():
         merged = set_dotted(merged, dotted, value)
-    return _validate(merged, "command-line flags" if overrides else "defaults")
+    return _validate(merged, "command-line flags" if overrides else "defaults"), foreign
+
+
+def load_config(files: Sequence[Path], overrides: dict[str, Any] | None = None) -> Config:
+    """Returns the config from YAML files merged in order, then dotted-key overrides (CLI flags)."""
+    return load_config_layers(files, overrides)[0]
