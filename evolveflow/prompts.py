@@ -30,8 +30,12 @@ class Templates:
     analyze: str
 
 
-def load_templates(override_dir: Path | None = None) -> Templates:
-    """Returns the templates, taking each from override_dir when it has the file."""
+def load_templates(override_dir: Path | None = None, system_message: str | None = None) -> Templates:
+    """Returns the templates, taking each from override_dir when it has the file.
+
+    A system_message (config prompts.system_message, OpenEvolve's prompt.system_message) replaces
+    the system template. Other files in override_dir (e.g. ASI-Evolve's *.jinja2) are not read.
+    """
     builtin = resources.files("evolveflow") / "prompts"
 
     def read(name: str) -> str:
@@ -39,7 +43,8 @@ def load_templates(override_dir: Path | None = None) -> Templates:
             return (override_dir / name).read_text()
         return (builtin / name).read_text()
 
-    return Templates(read("system.md"), read("propose.md"), read("analyze.md"))
+    system = system_message if system_message and system_message.strip() else read("system.md")
+    return Templates(system, read("propose.md"), read("analyze.md"))
 
 
 def _fill(template: str, values: Mapping[str, str], name: str) -> str:

@@ -133,7 +133,7 @@ def open_runtime(experiment: Experiment, on_round: Callable[[dict], None] | None
         tree=tree,
         memory=memory,
         sampler=sampler_from(config),
-        templates=load_templates(prompt_dir if prompt_dir.is_dir() else None),
+        templates=load_templates(prompt_dir if prompt_dir.is_dir() else None, config.prompts.system_message),
         evaluator=evaluator_spec(experiment),
         on_round=on_round,
         _ids=itertools.count(tree.max_id() + 1),

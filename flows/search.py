@@ -88,6 +88,7 @@ def prepare(rt: Runtime) -> None:
         rt.memory.delete_lessons_for(orphans)
     if rt.experiment.knowledge_dir.is_dir():
         rt.memory.add_knowledge(load_knowledge_dir(rt.experiment.knowledge_dir))
+    rt.memory.add_knowledge(list(rt.experiment.knowledge_items))  # e.g. ASI-Evolve's init_cognition.py
     if not rt.tree.node_ids():
         evaluate_initial(rt)
     elif rt.tree.best() is None:

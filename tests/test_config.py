@@ -85,10 +85,10 @@ def test_missing_experiment_pieces_are_named(tmp_path):
     with pytest.raises(ExperimentError, match="evolveflow init nope"):
         load_experiment("nope", tmp_path)
     exp = tmp_path / "experiments" / "demo"
-    write(exp / "initial_program.py", "x = 1\n")
-    with pytest.raises(ExperimentError, match="no input.md"):
-        load_experiment("demo", tmp_path)
     write(exp / "input.md", "problem")
+    with pytest.raises(ExperimentError, match="initial program initial_program.py not found"):
+        load_experiment("demo", tmp_path)
+    write(exp / "initial_program.py", "x = 1\n")
     with pytest.raises(ExperimentError, match="has no evaluator"):
         load_experiment("demo", tmp_path)
     write(exp / "config.yaml", "evaluation:\n  script: missing.sh\n")
