@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import signal
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 from evolveflow.config import ConfigError
-from evolveflow.experiment import ExperimentError, load_experiment
+from evolveflow.experiment import Experiment, ExperimentError, load_experiment
 
 
 class CliError(Exception):
@@ -31,7 +33,55 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def preflight_spec(exp: Experiment):
+    """Returns the evaluator spec the search will use, without importing the search's stores.
+
+    Mirrors evolveflow.runtime.evaluator_spec, which imports LanceDB, DuckDB and litellm (≈3 s);
+    tests/test_cli_errors.py fails when the two differ.
+    """
+    import shutil
+
+    from evolveflow.evaluation import EvaluatorSpec
+
+    ev = exp.config.evaluation
+    python = ev.python
+    if python and "/" in python and not Path(python).expanduser().is_absolute():
+        python = str((exp.dir / python).resolve())
+    elif python and "/" not in python:
+        python = shutil.which(python) or python
+    return EvaluatorSpec(
+        path=exp.evaluator_path, timeout_s=ev.timeout_s, memory_mb=ev.memory_mb,
+        max_output_bytes=ev.max_output_bytes, kill_output_bytes=ev.kill_output_bytes,
+        sandbox=ev.sandbox, contract=ev.contract, python=python,
+        pythonpath=tuple((exp.dir / p).resolve() for p in ev.pythonpath),
+        cascade=ev.cascade, cascade_thresholds=tuple(ev.cascade_thresholds),
+        experiment_dir=exp.dir, feedback_max_chars=ev.feedback_max_chars,
+        keep_files_max_bytes=ev.keep_files_max_bytes, hidden_paths=(exp.storage_dir,),
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    import time
+
+    started = time.monotonic()
+    overrides = _overrides(args)
+    # Everything that can be checked without Prefect is checked first: a bad config or an
+    # evaluator that cannot start is one line and exit 2 in about a second, not after ~10 s.
+    exp = load_experiment(args.experiment, config_file=args.config, overrides=overrides)
+    for notice in exp.notices:
+        print(f"evolveflow: {notice}", flush=True)
+    api = exp.config.api
+    key_env, offline = api.api_key_env, api.model.startswith("offline/") and api.analyst().startswith("offline/")
+    if key_env and not offline and not os.environ.get(key_env):
+        raise CliError(f"api.api_key_env is {key_env}, but that environment variable is not set: "
+                       f"export {key_env}=... (or remove api.api_key_env to use the provider's default)")
+    from evolveflow.evaluation import check_evaluator
+
+    check_evaluator(preflight_spec(exp))
+    print(f"evolveflow: {args.rounds} rounds of {args.experiment} (config and evaluator checked in "
+          f"{time.monotonic() - started:.1f} s; Prefect starts a local server on first use; that can take ~20 s)",
+          flush=True)
+
     import logging
 
     from flows.search import evolve_search  # Prefect import takes seconds: only when needed
@@ -42,10 +92,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     # A failed task's traceback is noise on the console: the outcome is recorded in the tree
     # and shown in the progress line; the Prefect UI still has the full task-run logs.
     logging.getLogger("prefect.task_runs").setLevel(logging.CRITICAL)
-    overrides = _overrides(args)
-    load_experiment(args.experiment, config_file=args.config, overrides=overrides)  # fail fast
-    print(f"evolveflow: {args.rounds} rounds of {args.experiment} (Prefect starts a local server "
-          "on first use; that can take ~20 s)", flush=True)
     evolve_search(
         experiment=args.experiment, rounds=args.rounds,
         config_file=str(args.config) if args.config else None, overrides=overrides,
@@ -192,20 +238,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_FRAME = re.compile(r'^File "([^"]+)", line (\d+)')
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error as one line; a Python traceback in it shrinks to its error and the place it was raised."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    start = next((i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")), None)
+    if start is not None and start + 1 < len(lines):
+        trace = lines[start + 1:]
+        frames = [m for m in map(_FRAME.match, trace) if m and not m[1].startswith("<")]
+        # The innermost frame in the user's own files says most; library frames say least.
+        own = [m for m in frames if "site-packages" not in m[1] and "/lib/python" not in m[1]]
+        where = (own or frames)[-1] if frames else None
+        lines = lines[:start] + [trace[-1] + (f" ({Path(where[1]).name}, line {where[2]})" if where else "")]
+    return " ".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; user errors print one line and exit 2."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except (CliError, ConfigError, ExperimentError) as exc:
-        print(f"evolveflow: error: {exc}", file=sys.stderr)
+        print(f"evolveflow: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except Exception as exc:
         # Known user-facing failures from deeper layers carry clear messages of their own.
         if type(exc).__name__ in {"SearchAlreadyRunning", "InitialProgramFailed", "EvaluatorConfigError",
                                   "TreeLocked", "KnowledgeFileError", "PromptTemplateError",
                                   "ScaffoldError", "MissingApiKey"}:
-            print(f"evolveflow: error: {exc}", file=sys.stderr)
+            print(f"evolveflow: error: {_one_line(exc)}", file=sys.stderr)
             return 2
         raise
     except KeyboardInterrupt:

@@ -33,7 +33,8 @@ class MissingApiKey(Exception):
 
 def check_api_key(api) -> None:
     """Fails before round 1, not after a night of rejected rounds, when the key is missing."""
-    if api.api_key_env and not os.environ.get(api.api_key_env):
+    offline = api.model.startswith("offline/") and api.analyst().startswith("offline/")  # needs no key
+    if api.api_key_env and not offline and not os.environ.get(api.api_key_env):
         raise MissingApiKey(
             f"api.api_key_env is {api.api_key_env}, but that environment variable is not set: "
             f"export {api.api_key_env}=... (or remove api.api_key_env to use the provider's default)"
@@ -52,6 +53,9 @@ def evolve_search(
     """Runs `rounds` more rounds of an experiment's search (continuing its tree) and summarises."""
     exp = load_experiment(experiment, Path(root) if root else None,
                           Path(config_file) if config_file else None, overrides)
+    if not progress:  # `evolveflow run` printed them before Prefect started
+        for notice in exp.notices:
+            get_run_logger().info(notice)
     started = time.monotonic()
     with SearchLock(exp.lock_path):
         rt = open_runtime(exp, on_round=print_round if progress else None)
