@@ -60,6 +60,7 @@ CREATE TABLE IF NOT EXISTS llm_calls (
     cost_usd DOUBLE,
     latency_s DOUBLE,
     error VARCHAR,
+    first_attempt INTEGER,  -- the write that recorded the call: 1 for a round, later for a re-evaluation
     created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
 );
 CREATE TABLE IF NOT EXISTS runs (
@@ -79,6 +80,7 @@ ALTER TABLE nodes ADD COLUMN IF NOT EXISTS feedback JSON;
 ALTER TABLE nodes ADD COLUMN IF NOT EXISTS private_metrics JSON;
 ALTER TABLE attempts ADD COLUMN IF NOT EXISTS feedback JSON;
 ALTER TABLE attempts ADD COLUMN IF NOT EXISTS private_metrics JSON;
+ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS first_attempt INTEGER;
 """
 
 # The node columns in table order, shared by reads and writes.

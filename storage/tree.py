@@ -193,19 +193,32 @@ class TreeStore:
         return dict(self._fetch("SELECT status, count(*) FROM nodes GROUP BY status"))
 
     def usage_totals(self) -> dict[str, Any]:
-        """Returns total tokens and cost of all LLM calls (cost None when any price was unknown)."""
+        """Returns total tokens and cost of all LLM calls, billed-but-unusable replies included.
+
+        A call whose price is unknown is one that came back (it names a model) with a NULL cost;
+        a call that failed without any response (model NULL) cost nothing and is not one. The
+        total cost is None as soon as one price is unknown: a partial sum would look real.
+        """
         row = self._fetch(
             "SELECT count(*), sum(prompt_tokens), sum(completion_tokens), sum(cost_usd), "
-            "count(*) FILTER (WHERE cost_usd IS NULL AND error IS NULL) FROM llm_calls"
+            "count(*) FILTER (WHERE cost_usd IS NULL AND (model IS NOT NULL OR error IS NULL)) FROM llm_calls"
         )[0]
         calls, prompt, completion, cost, unknown = row
         return {
             "llm_calls": calls,
             "prompt_tokens": prompt or 0,
             "completion_tokens": completion or 0,
-            "cost_usd": cost,
+            "cost_usd": None if unknown else (cost or 0.0) if calls else None,
             "calls_with_unknown_cost": unknown,
         }
+
+    def llm_calls(self, node_id: int) -> list[dict[str, Any]]:
+        """Returns the node's recorded LLM calls, in the order they were written."""
+        cols = ("purpose", "model", "prompt_tokens", "completion_tokens", "cost_usd", "error", "first_attempt")
+        rows = self._fetch(
+            f"SELECT {', '.join(cols)} FROM llm_calls WHERE node_id = ? ORDER BY rowid", [node_id]
+        )
+        return [dict(zip(cols, r)) for r in rows]
 
     def attempts(self, node_id: int) -> list[dict[str, Any]]:
         cols = ("attempt", "outcome", "score", "metrics", "error", "exit_code", "duration_s")
@@ -240,7 +253,13 @@ class TreeStore:
         llm_calls: Sequence[tuple[str, LLMReply | None, str | None]] = (),
         first_attempt: int = 1,
     ) -> None:
-        """Writes a node's final state, its evaluation attempts and its LLM calls atomically."""
+        """Writes a node's final state, its evaluation attempts and its LLM calls atomically.
+
+        Idempotent: attempts are numbered from first_attempt and replaced by number, and the LLM
+        calls given replace those an earlier write with the same first_attempt stored, so a
+        retried persist never counts tokens or cost twice. A re-evaluation (a later first_attempt)
+        keeps the calls and attempts written before it.
+        """
         params = _node_params(node)
         # Upsert: a node may have been inserted as pending earlier. Visits are counted separately.
         statements: list[tuple[str, Sequence[Any]]] = [(
@@ -267,15 +286,18 @@ class TreeStore:
                 )
             )
         if llm_calls:
+            statements.append((
+                "DELETE FROM llm_calls WHERE node_id = ? AND first_attempt = ?", [node.id, first_attempt]
+            ))
             statements.append(
                 (
                     "INSERT INTO llm_calls (node_id, purpose, model, prompt_tokens, completion_tokens, "
-                    "cost_usd, latency_s, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "cost_usd, latency_s, error, first_attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
                         (
                             node.id, purpose, r.model if r else None, r.prompt_tokens if r else None,
                             r.completion_tokens if r else None, r.cost_usd if r else None,
-                            r.latency_s if r else None, error,
+                            r.latency_s if r else None, error, first_attempt,
                         )
                         for purpose, r, error in llm_calls
                     ],
