@@ -13,7 +13,7 @@ from evolveflow.records import Candidate, LLMCall, Node, Scored, Status
 from evolveflow.runtime import Runtime, get_runtime
 from tasks.analyze import analyze, fallback_lesson
 from tasks.evaluate import InfraError, evaluate, infra_failed
-from tasks.generate import generate
+from tasks.generate import generate, unavailable
 from tasks.options import with_retries
 from tasks.persist import final_node, persist
 from tasks.retrieve import retrieve
@@ -93,12 +93,7 @@ def _generate(t: RoundTasks, search_id: str, sampled, retrieved) -> Candidate:
     try:
         return t.generate(search_id, sampled, retrieved)
     except LLMError as exc:  # the model stayed unreachable through every retry: record, go on
-        node = Node(
-            id=sampled.node_id, parent_id=sampled.parent.id, round=sampled.round,
-            code=sampled.parent.code, code_hash="", island=sampled.island,
-            status=Status.REJECTED, error=f"LLM unavailable: {exc}",
-        )
-        return Candidate(node=node, llm_calls=(LLMCall(purpose="propose", error=str(exc)[:1000]),))
+        return unavailable(get_runtime(search_id), sampled, exc)
 
 
 def _evaluate(t: RoundTasks, rt: Runtime, search_id: str, candidate: Candidate) -> Scored:

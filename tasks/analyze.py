@@ -33,12 +33,16 @@ def facts(sampled: Sampled, candidate: Candidate, scored: Scored) -> dict[str, s
 
 
 def write_lesson(rt: Runtime, sampled: Sampled, candidate: Candidate, scored: Scored) -> tuple[str | None, LLMCall | None]:
-    """Returns the lesson for an evaluated node (None for nodes that never ran) and its LLM call."""
+    """Returns the lesson for an evaluated node (None for nodes that never ran) and its LLM call.
+
+    Empty analyst replies are billed too: they wait in the runtime until persist writes them.
+    """
     if scored.status not in (Status.OK, Status.CANDIDATE_ERROR):
         return None, None
     found = facts(sampled, candidate, scored)
     messages = build_analysis_messages(rt.templates, found, candidate.node.motivation, candidate.node.edit)
-    reply = call_llm(rt.config.api, messages, rt.config.api.analyst(), seed=None)
+    billed = rt.unused_analysis.setdefault(candidate.node.id, [])
+    reply = call_llm(rt.config.api, messages, rt.config.api.analyst(), seed=None, purpose="analyze", billed=billed)
     return reply.text.strip(), LLMCall(purpose="analyze", reply=reply)
 
 

@@ -15,15 +15,25 @@ from evolveflow.records import Candidate, LLMCall, LLMReply, Node, Retrieved, Sa
 from evolveflow.runtime import Runtime, get_runtime
 
 
-def call_llm(api: ApiConfig, messages: list[dict], model: str, seed: int | None) -> LLMReply:
-    """Returns one reply from the configured model, with litellm's retries and fallbacks."""
-    return complete(
-        messages, model=model, api_base=api.api_base,
-        api_key=os.environ.get(api.api_key_env) if api.api_key_env else None,
-        temperature=api.temperature, max_tokens=api.max_tokens, timeout_s=api.timeout_s,
-        num_retries=api.num_retries, fallbacks=api.fallbacks, retry_backoff_s=api.retry_backoff_s,
-        seed=seed if api.seed is None else api.seed,
-    )
+def call_llm(api: ApiConfig, messages: list[dict], model: str, seed: int | None,
+             purpose: str = "propose", billed: list[LLMCall] | None = None) -> LLMReply:
+    """Returns one reply from the configured model, with retries and fallbacks.
+
+    Replies that came back empty were paid for all the same: each is appended to `billed` as a
+    failed call with its usage, also when the call ends in an error.
+    """
+    empty: list[LLMReply] = []
+    try:
+        return complete(
+            messages, model=model, api_base=api.api_base,
+            api_key=os.environ.get(api.api_key_env) if api.api_key_env else None,
+            temperature=api.temperature, max_tokens=api.max_tokens, timeout_s=api.timeout_s,
+            num_retries=api.num_retries, fallbacks=api.fallbacks, retry_backoff_s=api.retry_backoff_s,
+            seed=seed if api.seed is None else api.seed, ledger=empty,
+        )
+    finally:
+        if billed is not None:
+            billed.extend(LLMCall(purpose=purpose, reply=r, error="empty reply") for r in empty)
 
 
 def _seed(rt: Runtime, node_id: int, attempt: int) -> int | None:
@@ -46,22 +56,28 @@ def _usage(calls: Sequence[LLMCall]) -> dict:
 
 
 def propose(rt: Runtime, sampled: Sampled, retrieved: Sequence[Retrieved]) -> Candidate:
-    """Returns a pending candidate, or a rejected node saying why no valid program came back."""
+    """Returns a pending candidate, or a rejected node saying why no valid program came back.
+
+    Every call is logged in the runtime as it returns, so a Prefect retry of this task, or a later
+    call that fails, loses none of the replies already paid for: the Candidate carries them all.
+    """
     config = rt.config
     parent = sampled.parent
     messages = build_proposal_messages(
         rt.templates, rt.experiment.problem, parent, sampled.inspirations, sampled.failures,
         retrieved, REPLY_FORMAT, config.prompts.max_code_chars,
     )
-    calls: list[LLMCall] = []
+    log = rt.call_log.setdefault(sampled.node_id, [])
     base = Node(
         id=sampled.node_id, parent_id=parent.id, round=sampled.round, code=parent.code,
         code_hash="", island=sampled.island, status=Status.REJECTED,
     )
     error = "no reply"
+    replies = 0
     for attempt in range(config.api.max_reply_attempts):
-        reply = call_llm(config.api, messages, config.api.model, _seed(rt, sampled.node_id, attempt))
-        calls.append(LLMCall(purpose="propose", reply=reply))
+        reply = call_llm(config.api, messages, config.api.model, _seed(rt, sampled.node_id, attempt), billed=log)
+        log.append(LLMCall(purpose="propose", reply=reply))
+        replies += 1
         try:
             proposal = parse_reply(reply.text)
             code = apply_proposal(parent.code, proposal)
@@ -76,16 +92,33 @@ def propose(rt: Runtime, sampled: Sampled, retrieved: Sequence[Retrieved]) -> Ca
             continue
         node = base.model_copy(update={
             "code": code, "code_hash": code_hash(code), "motivation": proposal.motivation,
-            "edit": unified_diff(parent.code, code), "status": Status.PENDING, **_usage(calls),
+            "edit": unified_diff(parent.code, code), "status": Status.PENDING, **_usage(log),
         })
-        return register(rt, Candidate(node=node, llm_calls=tuple(calls)))
-    rejected = base.model_copy(update={"error": f"no valid edit in {len(calls)} replies; last: {error}",
-                                        "code_hash": "", **_usage(calls)})
-    return Candidate(node=rejected, llm_calls=tuple(calls))
+        return register(rt, Candidate(node=node, llm_calls=tuple(log)))
+    rejected = base.model_copy(update={"error": f"no valid edit in {replies} replies; last: {error}",
+                                        "code_hash": "", **_usage(log)})
+    return Candidate(node=rejected, llm_calls=tuple(log))
+
+
+def unavailable(rt: Runtime, sampled: Sampled, error: BaseException) -> Candidate:
+    """Returns the rejected candidate of a round whose model never answered usefully.
+
+    It carries every reply already paid for in this round (also by earlier tries), then the error.
+    """
+    calls = (*rt.call_log.get(sampled.node_id, ()), LLMCall(purpose="propose", error=str(error)[:1000]))
+    node = Node(
+        id=sampled.node_id, parent_id=sampled.parent.id, round=sampled.round,
+        code=sampled.parent.code, code_hash="", island=sampled.island,
+        status=Status.REJECTED, error=f"LLM unavailable: {error}", **_usage(calls),
+    )
+    return Candidate(node=node, llm_calls=calls)
 
 
 def register(rt: Runtime, candidate: Candidate) -> Candidate:
-    """Rejects an exact duplicate, else records the candidate as pending (visible to all workers)."""
+    """Rejects an exact or near duplicate, else records the candidate as pending (visible to all workers).
+
+    Near duplicates are checked against evaluated programs only (persist indexes them).
+    """
     node = candidate.node
     with rt.tree_lock:
         duplicate_of = rt.tree.find_hash(node.code_hash)
@@ -96,13 +129,12 @@ def register(rt: Runtime, candidate: Candidate) -> Candidate:
                 reason = f"near-duplicate of node {near[0]} (similarity {near[1]:.3f}): not evaluated"
         if reason is None:
             rt.tree.insert_node(node)
-            if rt.near_duplicates is not None:
-                rt.near_duplicates.add_many([(node.id, node.code)])
             return candidate
-    if reason.startswith("near"):
-        rt.stats.near_duplicates += 1
-    else:
-        rt.stats.duplicates += 1
+    with rt.stats_lock:
+        if reason.startswith("near"):
+            rt.stats.near_duplicates += 1
+        else:
+            rt.stats.duplicates += 1
     rejected = node.model_copy(update={"status": Status.REJECTED, "error": reason})
     return candidate.model_copy(update={"node": rejected})
 
