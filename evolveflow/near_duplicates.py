@@ -28,7 +28,11 @@ def evolvable_text(code: str) -> str:
 
 
 class NearDuplicateIndex:
-    """Embeddings of every evaluated program of a search; thread-safe."""
+    """Embeddings of every evaluated program of a search (ok or candidate_error); thread-safe.
+
+    Programs enter only once evaluated: one that ends abandoned or infra_failed never rejects a
+    later candidate. Pending ones are covered by the exact-hash check.
+    """
 
     def __init__(self, embedder: Embedder, threshold: float):
         self.embedder = embedder
@@ -38,14 +42,22 @@ class NearDuplicateIndex:
         self._lock = threading.Lock()
 
     def add_many(self, programs: Iterable[tuple[int, str]]) -> None:
-        """Indexes (node id, code) pairs."""
-        programs = list(programs)
+        """Indexes (node id, code) pairs; ids already indexed are skipped (a retried persist)."""
+        with self._lock:
+            known = set(self._ids)
+        programs = [(node_id, code) for node_id, code in programs if node_id not in known]
         if not programs:
             return
         vectors = np.asarray(self.embedder.embed([evolvable_text(c) for _, c in programs]), dtype=np.float32)
         with self._lock:
-            self._ids += [node_id for node_id, _ in programs]
-            self._vectors = np.vstack([self._vectors, vectors])
+            known = set(self._ids)  # again: another thread may have added some meanwhile
+            fresh = [i for i, (node_id, _) in enumerate(programs) if node_id not in known]
+            self._ids += [programs[i][0] for i in fresh]
+            self._vectors = np.vstack([self._vectors, vectors[fresh]])
+
+    def __contains__(self, node_id: int) -> bool:
+        with self._lock:
+            return node_id in self._ids
 
     def nearest(self, code: str) -> tuple[int, float] | None:
         """Returns (node id, similarity) of the most similar indexed program above the threshold."""

@@ -114,8 +114,6 @@ def evaluate_initial(rt: Runtime, root: Node | None = None) -> Node:
                 code_hash=code_hash(code), motivation="initial program", status=Status.PENDING)
     earlier_attempts = len(rt.tree.attempts(node.id)) if root else 0
     rt.tree.finish_node(node) if root else rt.tree.insert_node(node)
-    if rt.near_duplicates is not None:
-        rt.near_duplicates.add_many([(node.id, code)])
     candidate = Candidate(node=node)
     try:
         scored = round_tasks(rt).evaluate(rt.search_id, candidate)

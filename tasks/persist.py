@@ -23,12 +23,15 @@ def final_node(candidate: Candidate, scored: Scored, lesson: str | None, timings
 def save(rt: Runtime, node: Node, scored: Scored, calls: list[LLMCall], first_attempt: int = 1) -> Node:
     """Writes the node atomically, then its lesson (a lesson never points at a missing node).
 
-    first_attempt numbers the attempts after ones stored earlier (re-evaluations).
+    first_attempt numbers the attempts after ones stored earlier (re-evaluations). Safe to retry:
+    the tree write is idempotent and the node's logs in the runtime are cleared only at the end.
+    Only a node that was evaluated (ok or candidate_error) enters the near-duplicate index.
     """
+    calls = [*calls, *rt.unused_analysis.get(node.id, ())]
     rt.tree.finish_node(node, scored.attempts, [(c.purpose, c.reply, c.error) for c in calls],
                         first_attempt=first_attempt)
-    for per_node in (rt.attempt_log, rt.eval_targets, rt.eval_notes):
-        per_node.pop(node.id, None)
+    if rt.near_duplicates is not None and node.status in (Status.OK, Status.CANDIDATE_ERROR):
+        rt.near_duplicates.add_many([(node.id, node.code)])
     if node.analysis:
         title = (node.motivation.strip().splitlines() or [f"node {node.id}"])[0][:120]
         with rt.memory_lock:
@@ -39,6 +42,8 @@ def save(rt: Runtime, node: Node, scored: Scored, calls: list[LLMCall], first_at
                 # A fresh handle drops LanceDB's native caches, which otherwise grow with every
                 # version (measured: 10 MB per 100 rounds before, ~2 MB after).
                 rt.memory = MemoryStore(rt.memory.path, rt.memory.embedder)
+    for per_node in (rt.attempt_log, rt.eval_targets, rt.eval_notes, rt.call_log, rt.unused_analysis):
+        per_node.pop(node.id, None)
     return node
 
 
