@@ -163,14 +163,24 @@ def _api_url() -> str:
     return PREFECT_API_URL.value()
 
 
-def test_kill_9_then_rerun_resumes_consistently_and_one_search_at_a_time(tmp_path):
-    experiment(tmp_path, '''
+def test_kill_9_mid_evaluation_then_rerun_resumes_consistently_and_one_search_at_a_time(tmp_path):
+    # Once HOLD exists, the evaluator writes the code it got to EVALUATING and sleeps: the kill
+    # then provably lands while a round is in flight (process sandbox: bwrap would make the
+    # experiment folder read-only).
+    exp = experiment(tmp_path, '''
 import time
 
 def evaluate(program_path):
+    here = os.path.dirname(__file__)
+    if os.path.exists(os.path.join(here, "HOLD")):
+        with open(os.path.join(here, "EVALUATING.tmp"), "w") as marker:
+            marker.write(open(program_path).read())
+        os.replace(os.path.join(here, "EVALUATING.tmp"), os.path.join(here, "EVALUATING"))
+        time.sleep(30)
     time.sleep(0.4)
     return {"score": -mse(load(program_path))}
-''', "cognition: {embeddings: false, compact_every: 2}\n")
+''', "cognition: {embeddings: false, compact_every: 2}\n"
+       "evaluation: {evaluator: evaluator.py, timeout_s: 60, sandbox: process}\n")
     env = {**os.environ, "PREFECT_API_URL": _api_url()}
     cli = [sys.executable, "-m", "evolveflow.cli"]
     proc = subprocess.Popen(cli + ["run", "demo", "--rounds", "200"], cwd=tmp_path, env=env,
@@ -190,20 +200,29 @@ def evaluate(program_path):
         status = subprocess.run(cli + ["status", "demo"], cwd=tmp_path, env=env, capture_output=True,
                                 text=True, timeout=120)
         assert status.returncode == 0 and f"running: pid {proc.pid}" in status.stdout, status.stderr
-        time.sleep(0.5)
-        os.killpg(proc.pid, signal.SIGKILL)  # mid-round, without warning
+        (exp / "HOLD").write_text("")
+        deadline = time.monotonic() + 60
+        while not (exp / "EVALUATING").exists():
+            assert time.monotonic() < deadline and proc.poll() is None, "no candidate reached the evaluator"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)  # mid-evaluation, without warning
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
+    (exp / "HOLD").unlink()
+    in_flight_code = (exp / "EVALUATING").read_text()
     with tree_of(tmp_path) as tree:
         before = tree.node_ids()
         pending_before = tree.ids_with_status(Status.PENDING)
+        assert len(pending_before) == 1, "exactly the round in flight is pending after the kill"
+        assert tree.node(pending_before[0]).code == in_flight_code
     summary = evolve_search(experiment="demo", rounds=2, root=str(tmp_path))
     assert summary["rounds_done"] == 2
     with tree_of(tmp_path) as tree:
         assert tree.ids_with_status(Status.PENDING) == []
-        assert set(tree.ids_with_status(Status.ABANDONED)) == set(pending_before)
+        assert tree.ids_with_status(Status.ABANDONED) == pending_before
+        assert "in flight" in tree.node(pending_before[0]).error
         after = tree.node_ids()
         assert before < after and len(after) == len(before) + 2
         rounds = [tree.node(i).round for i in after]

