@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import signal
 import sys
@@ -11,7 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from evolveflow.config import ConfigError
-from evolveflow.experiment import Experiment, ExperimentError, load_experiment
+from evolveflow.experiment import ExperimentError, load_experiment
 
 
 class CliError(Exception):
@@ -33,33 +32,6 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def preflight_spec(exp: Experiment):
-    """Returns the evaluator spec the search will use, without importing the search's stores.
-
-    Mirrors evolveflow.runtime.evaluator_spec, which imports LanceDB, DuckDB and litellm (≈3 s);
-    tests/test_cli_errors.py fails when the two differ.
-    """
-    import shutil
-
-    from evolveflow.evaluation import EvaluatorSpec
-
-    ev = exp.config.evaluation
-    python = ev.python
-    if python and "/" in python and not Path(python).expanduser().is_absolute():
-        python = str((exp.dir / python).resolve())
-    elif python and "/" not in python:
-        python = shutil.which(python) or python
-    return EvaluatorSpec(
-        path=exp.evaluator_path, timeout_s=ev.timeout_s, memory_mb=ev.memory_mb,
-        max_output_bytes=ev.max_output_bytes, kill_output_bytes=ev.kill_output_bytes,
-        sandbox=ev.sandbox, contract=ev.contract, python=python,
-        pythonpath=tuple((exp.dir / p).resolve() for p in ev.pythonpath),
-        cascade=ev.cascade, cascade_thresholds=tuple(ev.cascade_thresholds),
-        experiment_dir=exp.dir, feedback_max_chars=ev.feedback_max_chars,
-        keep_files_max_bytes=ev.keep_files_max_bytes, hidden_paths=(exp.storage_dir,),
-    )
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     import time
 
@@ -70,14 +42,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     exp = load_experiment(args.experiment, config_file=args.config, overrides=overrides)
     for notice in exp.notices:
         print(f"evolveflow: {notice}", flush=True)
-    api = exp.config.api
-    key_env, offline = api.api_key_env, api.model.startswith("offline/") and api.analyst().startswith("offline/")
-    if key_env and not offline and not os.environ.get(key_env):
-        raise CliError(f"api.api_key_env is {key_env}, but that environment variable is not set: "
-                       f"export {key_env}=... (or remove api.api_key_env to use the provider's default)")
+    if exp.config.api.missing_key():
+        raise CliError(exp.config.api.missing_key())
     from evolveflow.evaluation import check_evaluator
+    from evolveflow.evaluator_spec import evaluator_spec
 
-    check_evaluator(preflight_spec(exp))
+    check_evaluator(evaluator_spec(exp))
     print(f"evolveflow: {args.rounds} rounds of {args.experiment} (config and evaluator checked in "
           f"{time.monotonic() - started:.1f} s; Prefect starts a local server on first use; that can take ~20 s)",
           flush=True)

@@ -1,6 +1,7 @@
 """One nested pydantic model for all settings, merged from YAML files and CLI flags."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -35,6 +36,14 @@ class ApiConfig(Section):
     fallbacks: list[str] = Field(default_factory=list)
     max_reply_attempts: int = Field(2, ge=1)  # LLM calls per round until a reply yields a valid edit
     seed: int | None = None
+
+    def missing_key(self) -> str | None:
+        """Returns why the search cannot reach its model (api_key_env names an unset variable), or None."""
+        offline = self.model.startswith("offline/") and self.analyst().startswith("offline/")  # needs no key
+        if self.api_key_env and not offline and not os.environ.get(self.api_key_env):
+            return (f"api.api_key_env is {self.api_key_env}, but that environment variable is not set: "
+                    f"export {self.api_key_env}=... (or remove api.api_key_env to use the provider's default)")
+        return None
 
     def analyst(self) -> str:
         if self.analyzer_model:

@@ -6,15 +6,14 @@ here, because database handles cannot be flow parameters.
 from __future__ import annotations
 
 import itertools
-import shutil
 import threading
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 from evolveflow.config import Config
 from evolveflow.evaluation import EvaluatorSpec
+from evolveflow.evaluator_spec import evaluator_spec
 from evolveflow.experiment import Experiment
 from evolveflow.llm.offline import register_offline_provider
 from evolveflow.near_duplicates import NearDuplicateIndex
@@ -95,28 +94,6 @@ def sampler_from(config: Config) -> Sampler:
             migration_count=island.migration_count, descriptors=tuple(island.descriptors),
         )
     return make_sampler(sampling.algorithm)
-
-
-def evaluator_spec(experiment: Experiment) -> EvaluatorSpec:
-    """Returns the sandbox settings and contract for the experiment's evaluator."""
-    ev = experiment.config.evaluation
-    python = ev.python
-    if python and ("/" in python) and not Path(python).expanduser().is_absolute():
-        python = str((experiment.dir / python).resolve())  # a path relative to the experiment folder
-    elif python and "/" not in python:
-        python = shutil.which(python) or python  # a command name such as python3.12
-    return EvaluatorSpec(
-        path=experiment.evaluator_path, timeout_s=ev.timeout_s, memory_mb=ev.memory_mb,
-        max_output_bytes=ev.max_output_bytes, kill_output_bytes=ev.kill_output_bytes,
-        sandbox=ev.sandbox, contract=ev.contract, python=python,
-        pythonpath=tuple((experiment.dir / p).resolve() for p in ev.pythonpath),
-        cascade=ev.cascade, cascade_thresholds=tuple(ev.cascade_thresholds),
-        experiment_dir=experiment.dir, feedback_max_chars=ev.feedback_max_chars,
-        keep_files_max_bytes=ev.keep_files_max_bytes,
-        # Under bwrap candidates cannot even read the search's databases (they cannot write
-        # anywhere but their working directory at that level anyway).
-        hidden_paths=(experiment.storage_dir,),
-    )
 
 
 def open_runtime(experiment: Experiment, on_round: Callable[[dict], None] | None = None) -> Runtime:

@@ -33,12 +33,9 @@ class MissingApiKey(Exception):
 
 def check_api_key(api) -> None:
     """Fails before round 1, not after a night of rejected rounds, when the key is missing."""
-    offline = api.model.startswith("offline/") and api.analyst().startswith("offline/")  # needs no key
-    if api.api_key_env and not offline and not os.environ.get(api.api_key_env):
-        raise MissingApiKey(
-            f"api.api_key_env is {api.api_key_env}, but that environment variable is not set: "
-            f"export {api.api_key_env}=... (or remove api.api_key_env to use the provider's default)"
-        )
+    problem = api.missing_key()
+    if problem:
+        raise MissingApiKey(problem)
 
 
 @flow(name="evolve-search", flow_run_name="{experiment}", validate_parameters=False)

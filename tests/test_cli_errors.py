@@ -7,9 +7,11 @@ import sys
 import time
 from pathlib import Path
 
+import shutil
+
 import pytest
 
-from evolveflow.cli import _one_line, preflight_spec
+from evolveflow.cli import _one_line
 from evolveflow.experiment import load_experiment
 from tests.support.peer_folders import asi_folder, openevolve_folder, shinka_folder, write
 
@@ -80,11 +82,14 @@ def test_tracebacks_in_messages_shrink_to_the_error_and_its_place():
 
 
 @pytest.mark.parametrize("make", [asi_folder, openevolve_folder, shinka_folder])
-def test_the_preflight_spec_is_the_spec_the_search_uses(tmp_path, make):
-    from evolveflow.runtime import evaluator_spec
+def test_the_evaluator_spec_follows_the_experiment_config(tmp_path, make):
+    from evolveflow.evaluator_spec import evaluator_spec
 
     exp = load_experiment(make(tmp_path).name, tmp_path)
-    assert preflight_spec(exp) == evaluator_spec(exp)
+    assert evaluator_spec(exp).experiment_dir == exp.dir
     write(tmp_path / "extra.yaml", "evaluation:\n  python: python3\n  pythonpath: [lib]\n  timeout_s: 5\n")
     exp = load_experiment(exp.name, tmp_path, tmp_path / "extra.yaml")
-    assert preflight_spec(exp) == evaluator_spec(exp)
+    spec = evaluator_spec(exp)
+    assert spec.python == shutil.which("python3")
+    assert spec.pythonpath == ((exp.dir / "lib").resolve(),)
+    assert spec.timeout_s == 5
