@@ -71,3 +71,12 @@ def asks_retry(result: Any) -> str | None:
     if isinstance(result, Mapping) and result.get("retry") is True:
         return stated_error(result) or "the evaluator asked for a retry ('retry': true)"
     return None
+
+
+def flagged(result: Any) -> tuple[str, str] | None:
+    """Return ("infra_error", reason) for a retry request, ("candidate_error", reason) for an invalid flag, else None."""
+    retry = asks_retry(result)
+    if retry is not None:
+        return "infra_error", retry
+    invalid = invalid_reason(result)
+    return ("candidate_error", invalid) if invalid is not None else None

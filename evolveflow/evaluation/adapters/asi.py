@@ -25,7 +25,7 @@ from evolveflow.evaluation import contract
 from evolveflow.evaluation.adapters.base import Finished, Launch
 from evolveflow.evaluation.adapters.reading import read_result_file, read_text_nofollow, text_of
 from evolveflow.evaluation.contract import NO_RESULT, Verdict, clean_metrics
-from evolveflow.evaluation.validity import asks_retry, invalid_reason, stated_error
+from evolveflow.evaluation.validity import flagged, stated_error
 from evolveflow.records import Outcome
 
 # Folders of a reference experiment that hold run data, not inputs: never copied per evaluation.
@@ -101,12 +101,11 @@ def read_asi_result(results: Any, problem: str | None, step_dir: Path, stderr: s
             reason = f"{reason}\neval.log ends with:\n{log_tail}"
         return Verdict(Outcome.CANDIDATE_ERROR, metrics=metrics, error=reason, feedback=feedback)
 
-    retry = asks_retry(results)
-    if retry is not None:
-        return Verdict(Outcome.INFRA_ERROR, metrics=metrics, error=retry, feedback=feedback)
-    invalid = invalid_reason(results)
-    if invalid is not None:
-        return failed(invalid)
+    flag = flagged(results)
+    if flag is not None:
+        outcome, reason = flag
+        return failed(reason) if outcome == "candidate_error" else \
+            Verdict(Outcome.INFRA_ERROR, metrics=metrics, error=reason, feedback=feedback)
     if "eval_score" not in results:
         return failed(stated_error(results) or "results.json has no eval_score")
     problem = contract.score_problem(results["eval_score"], "eval_score")

@@ -26,7 +26,7 @@ from evolveflow.evaluation.adapters.base import Finished, Launch
 from evolveflow.evaluation.adapters.native import NO_RETURN, harness_launch, harness_payload, write_candidate
 from evolveflow.evaluation.adapters.reading import text_of
 from evolveflow.evaluation.contract import Verdict, clean_metrics
-from evolveflow.evaluation.validity import asks_retry, invalid_reason, stated_error
+from evolveflow.evaluation.validity import flagged, stated_error
 from evolveflow.records import Outcome
 
 
@@ -72,12 +72,11 @@ def read_openevolve_result(payload: Any) -> Verdict:
     def failed(reason: str) -> Verdict:
         return Verdict(Outcome.CANDIDATE_ERROR, metrics=metrics, error=reason, feedback=feedback)
 
-    retry = asks_retry(raw)
-    if retry is not None:
-        return Verdict(Outcome.INFRA_ERROR, metrics=metrics, error=retry, feedback=feedback)
-    invalid = invalid_reason(raw)
-    if invalid is not None:
-        return failed(invalid)
+    flag = flagged(raw)
+    if flag is not None:
+        outcome, reason = flag
+        return failed(reason) if outcome == "candidate_error" else \
+            Verdict(Outcome.INFRA_ERROR, metrics=metrics, error=reason, feedback=feedback)
     error = stated_error(raw)
     if error is not None:
         return failed(f"the evaluator reported an error: {error}")

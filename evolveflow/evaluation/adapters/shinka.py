@@ -21,7 +21,7 @@ from evolveflow.evaluation.adapters.base import Finished, Launch
 from evolveflow.evaluation.adapters.native import harness_launch, harness_payload, write_candidate
 from evolveflow.evaluation.adapters.reading import text_of
 from evolveflow.evaluation.contract import Verdict, clean_metrics
-from evolveflow.evaluation.validity import asks_retry, invalid_reason
+from evolveflow.evaluation.validity import flagged
 from evolveflow.records import Outcome
 
 RESULTS_DIR = "results"
@@ -52,9 +52,9 @@ def read_shinka_result(payload: Any) -> Verdict:
         return Verdict(Outcome.CANDIDATE_ERROR, metrics=metrics, error=reason, feedback=feedback,
                        private_metrics=private)
 
-    retry = asks_retry(metrics_json)
-    if retry is not None:
-        return Verdict(Outcome.INFRA_ERROR, metrics=metrics, error=retry, feedback=feedback, private_metrics=private)
+    flag = flagged(metrics_json)
+    if flag is not None and flag[0] == "infra_error":
+        return Verdict(Outcome.INFRA_ERROR, metrics=metrics, error=flag[1], feedback=feedback, private_metrics=private)
     if not isinstance(correct_json, dict) or "__unreadable__" in correct_json:
         return failed("evaluate.py wrote no usable correct.json in its results directory (ShinkaEvolve "
                       "treats that as incorrect)")
@@ -62,9 +62,8 @@ def read_shinka_result(payload: Any) -> Verdict:
         error = correct_json.get("error")
         return failed("the evaluator marked the candidate incorrect (correct: false)"
                       + (f": {str(error)[:2000]}" if error else ""))
-    invalid = invalid_reason(metrics_json)
-    if invalid is not None:
-        return failed(invalid)
+    if flag is not None:
+        return failed(flag[1])
     if "combined_score" not in metrics_json:
         return failed("metrics.json has no combined_score")
     problem = contract.score_problem(metrics_json["combined_score"], "combined_score")
