@@ -442,12 +442,7 @@ def test_missing_package_is_one_clear_line_at_check_time(tmp_path, level, contra
 
 
 @pytest.mark.parametrize("level", LEVELS)
-@pytest.mark.parametrize("contract", [
-    "native", "openevolve",
-    pytest.param("shinka", marks=pytest.mark.xfail(strict=True, reason=(
-        "harness.run_shinka wraps every exception of runpy.run_path in _Raised (exit 1), so an evaluate.py "
-        "whose own import fails at run time is a candidate_error, not the documented infra_error (exit 75)"))),
-])
+@pytest.mark.parametrize("contract", ["native", "openevolve", "shinka"])
 def test_missing_package_at_run_time_is_an_infra_error(tmp_path, level, contract):
     evaluator, _ = mylib_setup(tmp_path, contract)
     result = run_evaluation(c.program(1.5), EvaluatorSpec(path=evaluator, sandbox=level))
@@ -525,3 +520,39 @@ def test_no_files_are_kept_when_the_cap_is_zero_or_no_target(tmp_path):
                            keep_files_to=target)
     assert total.outcome == Outcome.OK
     assert sum(p.stat().st_size for p in target.rglob("*") if p.is_file()) <= 40
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_shinka_check_runs_only_the_scripts_imports(tmp_path, level):
+    """A script without a __main__ guard must not run its evaluation when checked at start."""
+    folder = tmp_path / "experiment"
+    folder.mkdir()
+    script = folder / "evaluate.py"
+    script.write_text("import json\nimport sys\nraise SystemExit('this evaluation ran at check time')\n")
+    check_evaluator(EvaluatorSpec(path=script, sandbox=level))
+    script.write_text("import shinka_that_does_not_exist\n")
+    with pytest.raises(EvaluatorConfigError, match="it imports 'shinka_that_does_not_exist'"):
+        check_evaluator(EvaluatorSpec(path=script, sandbox=level))
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_sys_exit_75_is_infra_only_from_the_evaluators_own_code(tmp_path, level):
+    folder = tmp_path / "experiment"
+    folder.mkdir()
+    evaluator = folder / "evaluator.py"
+    evaluator.write_text(
+        "import importlib.util, sys\n"
+        "def evaluate(program_path):\n"
+        "    if 'license' in open(program_path).read():\n"
+        "        sys.exit(75)\n"
+        "    spec = importlib.util.spec_from_file_location('c', program_path)\n"
+        "    module = importlib.util.module_from_spec(spec)\n"
+        "    spec.loader.exec_module(module)\n"
+        "    return {'score': 1.0}\n")
+    spec = EvaluatorSpec(path=evaluator, sandbox=level)
+    assert run_evaluation("# license server down\n", spec).outcome == Outcome.INFRA_ERROR
+    from_candidate = run_evaluation("import sys\nsys.exit(75)\n", spec)
+    assert (from_candidate.outcome, from_candidate.error) == (Outcome.CANDIDATE_ERROR, "SystemExit: 75")
+    script = folder / "evaluate.py"
+    script.write_text("import sys\nsys.exit(75)\n")
+    assert run_evaluation("", EvaluatorSpec(path=script, sandbox=level)).outcome == Outcome.INFRA_ERROR

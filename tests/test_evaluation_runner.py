@@ -275,7 +275,7 @@ def test_timeout_kills_the_whole_tree(tmp_path, level):
 
 
 @pytest.mark.parametrize("level", LEVELS)
-def test_background_leftovers_are_killed_after_a_normal_exit(tmp_path, level):
+def test_background_leftovers_are_killed_and_void_the_result(tmp_path, level):
     marker = f"leftover-{uuid.uuid4().hex}"
     evaluator = make_executable(tmp_path, PASSTHROUGH)
     candidate = code(f'''
@@ -284,9 +284,23 @@ def test_background_leftovers_are_killed_after_a_normal_exit(tmp_path, level):
         print('{{"score": 1}}')
     ''')
     result = run_evaluation(candidate, EvaluatorSpec(path=evaluator, sandbox=level, timeout_s=20))
-    assert result.outcome is Outcome.OK
+    # A process alive after the evaluator exited could have rewritten its result: not trusted.
+    assert result.outcome is Outcome.CANDIDATE_ERROR and result.score is None
+    assert result.error.startswith("1 process(es) of this evaluation were still running when the evaluator exited")
     assert result.duration_s < 5  # did not wait for the sleeper that holds our pipes
     assert alive_pids_with(marker) == []
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_children_the_evaluation_waits_for_leave_the_result_trusted(tmp_path, level):
+    evaluator = make_executable(tmp_path, PASSTHROUGH)
+    candidate = code('''
+        import subprocess, sys
+        subprocess.run([sys.executable, "-c", "import time; time.sleep(0.2)"], check=True)
+        print('{"score": 1}')
+    ''')
+    result = run_evaluation(candidate, EvaluatorSpec(path=evaluator, sandbox=level, timeout_s=20))
+    assert (result.outcome, result.score) == (Outcome.OK, 1.0)
 
 
 @pytest.mark.parametrize("level", LEVELS)

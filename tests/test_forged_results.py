@@ -55,17 +55,10 @@ ATTACKS = {
     "both-then-os._exit": dict(files=True, prints=True, exit_after="os._exit"),
     "both-then-sys.exit": dict(files=True, prints=True, exit_after="sys.exit"),
 }
-SHINKA_SYS_EXIT = pytest.mark.xfail(strict=True, reason=(
-    "harness.run_shinka treats a SystemExit escaping runpy.run_path as the script finishing and then "
-    "reads metrics.json/correct.json: a candidate imported by run_shinka_eval (which catches only "
-    "Exception) that writes results/metrics.json + correct.json and calls sys.exit(0) gets its forged score"))
-
-
 def cases():
     for name in EVALUATORS:
         for attack in ATTACKS:
-            marks = [SHINKA_SYS_EXIT] if (name, attack) == ("shinka-run_shinka_eval", "both-then-sys.exit") else []
-            yield pytest.param(name, attack, id=f"{name}-{attack}", marks=marks)
+            yield pytest.param(name, attack, id=f"{name}-{attack}")
 
 
 def spec_for(tmp_path: Path, name: str, level: str) -> EvaluatorSpec:
@@ -89,25 +82,16 @@ def test_forgery_never_scores(tmp_path, level, name, attack):
 
 
 @pytest.mark.parametrize("level", LEVELS)
-@pytest.mark.parametrize("name", [
-    pytest.param("asi", marks=pytest.mark.xfail(strict=True, reason=(
-        "a process the candidate leaves behind (detached from the evaluator's subprocess) rewrites "
-        "steps/step_N/results.json after evaluator.py wrote it; evolveflow reads the file after eval.sh "
-        "exited and only then sweeps the leftovers, so the forged eval_score 99 is recorded (20/20 runs "
-        "at both levels); docs/sandbox.md says a child cannot overwrite a result the evaluator writes after it"))),
-    pytest.param("shinka-own-files", marks=pytest.mark.xfail(strict=False, reason=(
-        "racy (about 3 runs in 4): a leftover process of the candidate's child rewrites results/metrics.json "
-        "and correct.json between evaluate.py writing them and the harness reading them"))),
-    pytest.param("shinka-run_shinka_eval", marks=pytest.mark.xfail(strict=False, reason=(
-        "racy (about 1 run in 2): same as shinka-own-files, from a process forked by the imported candidate"))),
-    "openevolve-dict", "openevolve-cascade", "native-script", "native-python",
-])
+@pytest.mark.parametrize("name", ["asi", "shinka-own-files", "shinka-run_shinka_eval", "openevolve-dict",
+                                  "openevolve-cascade", "native-script", "native-python"])
 def test_processes_left_behind_cannot_rewrite_the_result(tmp_path, level, name):
+    """A process still alive when the evaluator exits voids the result: it could have rewritten it."""
     spec = spec_for(tmp_path, name, level)
     for _ in range(8 if name.startswith("shinka") else 1):
         result = run_evaluation(c.lingering_forger_program(), spec, step=1)
         assert result.score != c.FORGED_SCORE, result.metrics
-        assert result.outcome == Outcome.OK and result.score == pytest.approx(EVALUATORS[name][1])
+        assert result.outcome == Outcome.CANDIDATE_ERROR, (result.outcome, result.score)
+        assert "were still running when the evaluator exited" in result.error
 
 
 @pytest.mark.parametrize("level", LEVELS)

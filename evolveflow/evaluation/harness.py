@@ -26,6 +26,7 @@ Exit status: 0 result sent; 1 the evaluator raised (``{"error", "traceback"}`` s
 """
 from __future__ import annotations
 
+import ast
 import importlib.util
 import inspect
 import json
@@ -139,6 +140,10 @@ def run_native(evaluator_path: Path, program: Path, options: dict) -> Any:
     return as_plain(_call(evaluate, str(program), **kwargs))
 
 
+class _TempFail(Exception):
+    """The evaluator's own code called sys.exit(75) (EX_TEMPFAIL): an infrastructure failure."""
+
+
 class _Raised(Exception):
     """evaluate() raised: the candidate's failure (carries the original)."""
 
@@ -150,7 +155,13 @@ class _Raised(Exception):
 def _call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     try:
         return function(*args, **kwargs)
-    except BaseException as exc:  # noqa: BLE001 - SystemExit/KeyboardInterrupt from a candidate count too
+    except SystemExit as exc:
+        # exit 75 means "temporary failure" only from the evaluator's own code, never from the candidate.
+        if exc.code == EXIT_EVALUATOR_UNUSABLE and _raised_at(exc, Path(function.__code__.co_filename)
+                                                             if hasattr(function, "__code__") else Path("")):
+            raise _TempFail(f"the evaluator called sys.exit({exc.code}) (temporary failure)") from exc
+        raise _Raised(exc) from exc
+    except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt from a candidate counts too
         raise _Raised(exc) from exc
 
 
@@ -213,8 +224,34 @@ def _read_json_file(path: Path) -> Any:
         return {"__unreadable__": f"{path.name} is not valid JSON ({exc})"}
 
 
+def _deepest_frame_in(exc: BaseException, path: Path) -> str | None:
+    """Return the name of the innermost traceback frame that runs code of `path` (None: no such frame)."""
+    name, tb, target = None, exc.__traceback__, str(path)
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == target:
+            name = tb.tb_frame.f_code.co_name
+        tb = tb.tb_next
+    return name
+
+
+def _raised_at(exc: BaseException, path: Path) -> str | None:
+    """Return the function of `path` in which exc was raised itself (not deeper), else None."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is not None and tb.tb_frame.f_code.co_filename == str(path):
+        return tb.tb_frame.f_code.co_name
+    return None
+
+
 def run_shinka(evaluator_path: Path, program: Path, options: dict) -> Any:
-    """Run the evaluate.py script as __main__ with Shinka's flags; return the files it wrote."""
+    """Run the evaluate.py script as __main__ with Shinka's flags; return the files it wrote.
+
+    The files are trusted only when the script itself finished: it returned, or it called
+    sys.exit() in its own code. A SystemExit from anywhere else (the candidate, imported by
+    run_shinka_eval, which catches only Exception) is the candidate ending the evaluation early.
+    An ImportError of the script's own top-level imports means the evaluator is unusable here.
+    """
     results_dir = Path(options["results_dir"])
     results_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("metrics.json", "correct.json"):
@@ -224,7 +261,17 @@ def run_shinka(evaluator_path: Path, program: Path, options: dict) -> Any:
     try:
         runpy.run_path(str(evaluator_path), run_name="__main__")
     except SystemExit as exc:
+        if _raised_at(exc, evaluator_path) is None:
+            raise _Raised(RuntimeError(
+                f"the evaluation ended with SystemExit({exc.code!r}) raised outside {evaluator_path.name} "
+                "(by the candidate?) before the script finished, so its result files are not trusted")) from exc
         exit_status = exc.code if exc.code is not None else 0
+        if exit_status == EXIT_EVALUATOR_UNUSABLE:
+            raise _TempFail(f"{evaluator_path.name} called sys.exit(75) (temporary failure)") from exc
+    except ImportError as exc:
+        if _deepest_frame_in(exc, evaluator_path) == "<module>":
+            raise EvaluatorLoadError(_import_problem(evaluator_path, exc)) from exc
+        raise _Raised(exc) from exc
     except BaseException as exc:  # noqa: BLE001
         raise _Raised(exc) from exc
     return {"metrics_json": _read_json_file(results_dir / "metrics.json"),
@@ -233,8 +280,16 @@ def run_shinka(evaluator_path: Path, program: Path, options: dict) -> Any:
 
 
 def check_shinka(evaluator_path: Path) -> None:
-    """Import the script without running its main block, so missing packages show up at start."""
-    load_module(evaluator_path, run_name="_evolveflow_shinka_check")
+    """Compile the script and run only its top-level imports (not its main block, not its code)."""
+    try:
+        tree = ast.parse(evaluator_path.read_text(encoding="utf-8"), filename=str(evaluator_path))
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise EvaluatorLoadError(f"{evaluator_path} cannot be compiled: {exc}") from exc
+    imports = ast.Module(body=[n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))], type_ignores=[])
+    try:
+        exec(compile(imports, str(evaluator_path), "exec"), {"__name__": "_evolveflow_shinka_check"})  # noqa: S102
+    except BaseException as exc:  # noqa: BLE001 - any failure to import is the evaluator's problem
+        raise EvaluatorLoadError(_import_problem(evaluator_path, exc)) from exc
 
 
 MODES: dict[str, Callable[[Path, Path, dict], Any]] = {
@@ -260,7 +315,7 @@ def run(mode: str, fd: int, options: dict, evaluator_path: Path, program: Path) 
     os.set_inheritable(fd, False)  # processes the evaluator starts never get the channel
     try:
         result = MODES[mode](evaluator_path, program, options)
-    except EvaluatorLoadError as exc:
+    except (EvaluatorLoadError, _TempFail) as exc:
         print(f"evolveflow harness: {exc}", file=sys.stderr)
         return EXIT_EVALUATOR_UNUSABLE
     except _Raised as raised:

@@ -11,6 +11,7 @@ working directory, and EVOLVEFLOW_PYTHON / EVOLVEFLOW_SEED. Classification: see 
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import stat
@@ -252,9 +253,9 @@ def run_evaluation(code: str, spec: EvaluatorSpec, *, seed: int | None = None, f
             return EvalResult(outcome=Outcome.INFRA_ERROR, error=f"could not start the evaluator: {exc}")
         stdout = done.stdout.decode("utf-8", "replace")
         stderr = done.stderr.decode("utf-8", "replace")
-        verdict = adapter.verdict(Finished(
+        verdict = distrust_leftovers(adapter.verdict(Finished(
             exit_code=done.exit_code, killed_reason=done.killed_reason, stdout=stdout, stderr=stderr,
-            channel=done.channel, cwd=launch.cwd, results_dir=launch.results_dir))
+            channel=done.channel, cwd=launch.cwd, results_dir=launch.results_dir)), done.leftovers)
         if keep_files_to is not None and launch.results_dir is not None and spec.keep_files_max_bytes:
             keep_files(launch.results_dir, keep_files_to, spec.keep_files_max_bytes, launch.skip_files)
     finally:
@@ -266,6 +267,21 @@ def run_evaluation(code: str, spec: EvaluatorSpec, *, seed: int | None = None, f
         feedback=feedback_of(verdict, stderr, spec.feedback_max_chars),
         private_metrics=verdict.private_metrics,
     )
+
+
+def distrust_leftovers(verdict: Verdict, leftovers: int | None) -> Verdict:
+    """Return a candidate_error instead of an ok verdict when processes outlived the evaluator.
+
+    A process still running after the evaluator exited could have rewritten the result after the
+    evaluator wrote it (or printed after it); such a result is never trusted.
+    """
+    if verdict.outcome != Outcome.OK or not leftovers:
+        return verdict
+    return dataclasses.replace(
+        verdict, outcome=Outcome.CANDIDATE_ERROR, score=None,
+        error=(f"{leftovers} process(es) of this evaluation were still running when the evaluator exited; "
+               "they could have rewritten its result, so it is not trusted (make the program and the "
+               "evaluator wait for every process they start)"))
 
 
 def feedback_of(verdict: Verdict, stderr: str, max_chars: int) -> dict[str, str]:

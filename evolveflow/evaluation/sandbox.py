@@ -46,16 +46,18 @@ _DRAIN_GRACE_S = 1.0
 # once evolveflow is dead it reports a hang-up, and the evaluator is not started. This closes the
 # window in which a parent-death signal is not armed yet (bwrap arms its own without such a check).
 _LAUNCHER = r"""
-import json, os, resource, select, sys
+import json, os, resource, select, signal, sys
 config = json.loads(sys.argv[1])
 for name, value in config["rlimits"].items():
     limit = getattr(resource, name)
     hard = resource.getrlimit(limit)[1]
     value = value if hard == resource.RLIM_INFINITY else min(value, hard)
     resource.setrlimit(limit, (value, value))
-if config["pdeathsig"]:
+def die_with_parent():
     import ctypes
-    ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG = SIGKILL: die with evolveflow
+    ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG = SIGKILL: die with the parent
+if config["pdeathsig"]:
+    die_with_parent()
 watch = select.poll()
 watch.register(config["alive_fd"], select.POLLIN)
 if watch.poll(0):  # nothing is ever written: any event is the hang-up of a dead evolveflow
@@ -63,11 +65,44 @@ if watch.poll(0):  # nothing is ever written: any event is the hang-up of a dead
 if not config["keep_alive_fd"]:
     os.close(config["alive_fd"])
 command = sys.argv[2:]
-try:
-    os.execv(command[0], command)
-except OSError as exc:
-    sys.stderr.write(f"evolveflow: cannot execute evaluator {command[0]}: {exc}\n")
-    os._exit(75)
+report_fd = config.get("report_fd")
+child = os.fork() if report_fd is not None else 0
+if child == 0:
+    if report_fd is not None:
+        os.close(report_fd)  # the evaluator and everything it starts never hold the report channel
+        die_with_parent()
+    try:
+        os.execv(command[0], command)
+    except OSError as exc:
+        sys.stderr.write(f"evolveflow: cannot execute evaluator {command[0]}: {exc}\n")
+        os._exit(75)
+for caught in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(caught, signal.SIG_IGN)  # the evaluator decides; evolveflow kills with SIGKILL
+_, status = os.waitpid(child, 0)
+me, token = os.getpid(), os.environ.get(config["token_variable"], "")
+def belongs(pid):
+    # In bwrap's pid namespace every process but its init (1) and us is the evaluation's;
+    # at the process level, the ones carrying this run's token.
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            if handle.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return False  # exited already
+        if config["own_pid_namespace"]:
+            return pid != 1
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            return f"{config['token_variable']}={token}".encode() in handle.read().split(b"\0")
+    except (OSError, IndexError):
+        return False
+leftovers = [int(n) for n in os.listdir("/proc") if n.isdigit() and int(n) != me and belongs(int(n))]
+os.write(report_fd, f"{len(leftovers)}\n".encode())
+os.close(report_fd)
+if os.WIFSIGNALED(status):  # end the same way, so that evolveflow classifies the same signal
+    try:
+        signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+    except (OSError, ValueError):
+        pass  # SIGKILL and SIGSTOP cannot be handled: their default is all they have
+    os.kill(me, os.WTERMSIG(status))
+os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 70)
 """
 
 
@@ -94,6 +129,9 @@ class Completed:
     killed_reason: str | None  # set when evolveflow killed the run (timeout or output guard)
     duration_s: float
     channel: bytes | None = None  # what the harness sent over the private result pipe, if one was given
+    # Processes of the evaluation still alive when the evaluator itself exited (None: the launcher
+    # could not say, e.g. it was killed): they could have rewritten a result after the evaluator.
+    leftovers: int | None = None
 
 
 class _Tail:
@@ -177,10 +215,16 @@ def bwrap_prefix(workdir: Path, readable: Sequence[Path] = (), hidden: Sequence[
 
 
 def launcher_prefix(rlimits: Mapping[str, int], *, alive_fd: int, pdeathsig: bool,
-                    keep_alive_fd: bool = False) -> list[str]:
-    """Return the argv prefix that sets rlimits, arms SIGKILL-on-parent-death, checks evolveflow lives, execs."""
+                    keep_alive_fd: bool = False, report_fd: int | None = None,
+                    own_pid_namespace: bool = False) -> list[str]:
+    """Return the argv prefix that sets rlimits, arms SIGKILL-on-parent-death, checks evolveflow lives, execs.
+
+    With report_fd, the launcher runs the command as its child instead, waits for it, writes to
+    report_fd how many of the evaluation's other processes were still alive, and exits as the child did.
+    """
     config = json.dumps({"rlimits": dict(rlimits), "alive_fd": alive_fd, "pdeathsig": pdeathsig,
-                         "keep_alive_fd": keep_alive_fd})
+                         "keep_alive_fd": keep_alive_fd, "report_fd": report_fd,
+                         "own_pid_namespace": own_pid_namespace, "token_variable": TOKEN_VARIABLE})
     return [sys.executable, "-I", "-S", "-c", _LAUNCHER, config]
 
 
@@ -324,8 +368,10 @@ def run_sandboxed(
     _sweep_orphans_once()  # leftovers of an earlier evolveflow that was SIGKILLed
     token = new_run_token()
     alive_fd, alive_keeper = os.pipe()
-    passed = (alive_fd,) + ((channel[1],) if channel else ())
-    inner = launcher_prefix(rlimits_for(limits), alive_fd=alive_fd, pdeathsig=True) + list(command)
+    report_read, report_fd = os.pipe()
+    passed = (alive_fd, report_fd) + ((channel[1],) if channel else ())
+    inner = launcher_prefix(rlimits_for(limits), alive_fd=alive_fd, pdeathsig=True, report_fd=report_fd,
+                            own_pid_namespace=level == "bwrap") + list(command)
     if level == "bwrap":
         # bwrap itself is started with the parent-death signal armed, and passes alive_fd inside.
         outer = launcher_prefix({}, alive_fd=alive_fd, pdeathsig=True, keep_alive_fd=True)
@@ -341,6 +387,7 @@ def run_sandboxed(
         )
     except OSError:
         os.close(alive_keeper)
+        os.close(report_read)
         if channel:
             os.close(channel[0])
         raise
@@ -349,6 +396,7 @@ def run_sandboxed(
             os.close(fd)
     streams = {proc.stdout.fileno(): _Tail("stdout", limits.max_output_bytes),
                proc.stderr.fileno(): _Tail("stderr", limits.max_output_bytes)}
+    streams[report_read] = _Tail("the launcher's report", 64)
     if channel:
         streams[channel[0]] = _Tail("the result channel", limits.kill_output_bytes)
     try:
@@ -359,14 +407,23 @@ def run_sandboxed(
         proc.stdout.close()
         proc.stderr.close()
         os.close(alive_keeper)
+        os.close(report_read)
         if channel:
             os.close(channel[0])
-    out, err, *result = streams.values()
+    out, err, report, *result = streams.values()
     return Completed(
         exit_code=proc.returncode, stdout=out.tail(), stderr=err.tail(), stdout_bytes=out.total,
         stderr_bytes=err.total, killed_reason=killed_reason, duration_s=time.monotonic() - started,
-        channel=result[0].tail() if result else None,
+        channel=result[0].tail() if result else None, leftovers=_leftovers(report.tail()),
     )
+
+
+def _leftovers(report: bytes) -> int | None:
+    """Return the launcher's count of processes alive when the evaluator exited (None: no report)."""
+    try:
+        return int(report.decode("ascii").strip())
+    except ValueError:
+        return None
 
 
 def _supervise(proc: subprocess.Popen, streams: dict[int, _Tail], limits: Limits,
