@@ -11,7 +11,9 @@ Two levels (see docs/sandbox.md for what each was measured to stop):
 
 Both levels run the command through a tiny launcher that sets RLIMIT_AS / RLIMIT_CORE
 (and RLIMIT_NPROC for non-root users: the kernel ignores it for root), arms SIGKILL on the
-death of evolveflow, and refuses to start if evolveflow has already died, before exec.
+death of evolveflow, and refuses to start if evolveflow has already died; it then runs the
+command as its child, waits for it, and reports how many of the run's other processes outlived
+it (Completed.leftovers) over a pipe the command never holds.
 What a SIGKILLed evolveflow leaves behind is removed by sweep_orphans() (run once per process).
 """
 from __future__ import annotations
