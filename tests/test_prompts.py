@@ -62,3 +62,20 @@ def test_analysis_facts_round_trip():
     facts = {"node": "9", "status": "ok", "delta": "+0.1"}
     (message,) = build_analysis_messages(load_templates(), facts, "idea", "diff")
     assert facts_in_prompt(message["content"]) == facts
+
+
+def test_the_parents_feedback_is_shown_after_its_code_and_private_metrics_never():
+    parent = Node(id=7, parent_id=3, round=4, code=PARENT_CODE, code_hash="h", score=1.25, metrics={"width": 2},
+                  status=Status.OK, private_metrics={"held_out_score": 0.123456},
+                  feedback={"stderr": "RuntimeWarning: overflow", "text_feedback": "Tighten the corners.",
+                            "artifact:failure_stage": "stage2"})
+    other = parent.model_copy(update={"id": 8, "code_hash": "h8", "feedback": {"text_feedback": "OTHER NODE"}})
+    user = build_proposal_messages(load_templates(), "Maximise A.\n", parent, [other], [], [], REPLY_FORMAT)[1]["content"]
+    section = user[user.index("# Current program"):user.index("# Other programs")]
+    code_end = section.index("```", section.index("```python") + 3)
+    feedback = section[code_end:]
+    assert feedback.index("--- artifact:failure_stage ---\nstage2") < feedback.index("--- text_feedback ---\nTighten the corners.") \
+        < feedback.index("--- stderr ---\nRuntimeWarning: overflow")  # stderr last: the least specific
+    assert "OTHER NODE" not in user  # only the parent's feedback
+    assert "held_out_score" not in user and "0.123456" not in user
+    assert programs_in_prompt(user)[0] == PARENT_CODE  # the offline model still reads the right code
