@@ -123,3 +123,38 @@ def test_circle_packing_demo_evaluators_refuse_the_demo_forgery(tmp_path, level,
     assert baseline.outcome == Outcome.OK and baseline.score == pytest.approx(1.736, abs=1e-3)
     result = run_evaluation(c.with_demo_forgery(honest), spec)
     assert result.outcome == Outcome.CANDIDATE_ERROR and result.score is None, (result.score, result.error)
+
+
+REWRITE_THE_JUDGE = r'''
+import json, os, shlex
+step = os.getcwd()  # the step directory: <copy of the experiment>/steps/step_N
+script = os.path.join(os.path.dirname(os.path.dirname(step)), "eval.sh")
+forged = json.dumps({"success": True, "eval_score": 99.0})
+try:
+    with open(script, "r+") as handle:  # same file, same inode: bash reads on from its offset
+        text = handle.read()
+        cut = text.index("\n", text.index('python3 "$EVALUATOR_PY"')) + 1
+        handle.seek(cut)
+        handle.write(f'echo {shlex.quote(forged)} > "$RESULT_JSON"; exit 0\n')
+        handle.truncate()
+except OSError as exc:
+    print("could not rewrite eval.sh:", exc)
+
+def value():
+    return 1.25
+'''
+
+
+@pytest.mark.skipif(bwrap_problem() is not None, reason=f"bubblewrap unavailable: {bwrap_problem()}")
+def test_an_asi_candidate_cannot_rewrite_the_copied_eval_sh_or_evaluator_under_bwrap(tmp_path):
+    """The per-evaluation copy of the experiment is read-only under bwrap, but for the step directory."""
+    script = c.write_asi_experiment(tmp_path / "experiment")
+    result = run_evaluation(REWRITE_THE_JUDGE, EvaluatorSpec(path=script, sandbox="bwrap"), step=1)
+    assert (result.outcome, result.score) == (Outcome.OK, 1.25), result.error
+
+
+def test_at_the_process_level_the_copy_is_not_protected(tmp_path):
+    """Documented: the process level does not stop writes, so the copied eval.sh can be rewritten."""
+    script = c.write_asi_experiment(tmp_path / "experiment")
+    result = run_evaluation(REWRITE_THE_JUDGE, EvaluatorSpec(path=script, sandbox="process"), step=1)
+    assert result.score == c.FORGED_SCORE

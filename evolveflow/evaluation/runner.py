@@ -247,7 +247,7 @@ def run_evaluation(code: str, spec: EvaluatorSpec, *, seed: int | None = None, f
             done = sandbox.run_sandboxed(
                 command, workdir=workdir, cwd=launch.cwd, env=evaluator_environment(workdir, seed, spec),
                 level=level, limits=_limits(spec), readable=_readable_paths(spec), hidden=spec.hidden_paths,
-                channel=channel,
+                channel=channel, frozen=launch.frozen, writable=launch.writable,
             )
         except OSError as exc:
             return EvalResult(outcome=Outcome.INFRA_ERROR, error=f"could not start the evaluator: {exc}")

@@ -196,7 +196,7 @@ def _mask_args(paths: Sequence[Path]) -> list[str]:
 
 
 def bwrap_prefix(workdir: Path, readable: Sequence[Path] = (), hidden: Sequence[Path] = (),
-                 cwd: Path | None = None) -> list[str]:
+                 cwd: Path | None = None, frozen: Sequence[Path] = (), writable: Sequence[Path] = ()) -> list[str]:
     """Return the bwrap argv (ending in '--') that confines a command to a writable workdir."""
     argv = [shutil.which("bwrap") or "bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
     masked = [path for path in MASKED_BY_DEFAULT if _maskable(path)]
@@ -207,7 +207,12 @@ def bwrap_prefix(workdir: Path, readable: Sequence[Path] = (), hidden: Sequence[
     # The user's hidden paths come after the readable binds so that they win inside them.
     argv += _mask_args([path for path in hidden if _maskable(path)])
     argv += [
-        "--bind", str(workdir), str(workdir), "--chdir", str(cwd or workdir),
+        "--bind", str(workdir), str(workdir),
+        # Parts of the working directory the evaluator needs but must not change (e.g. the copy of
+        # an ASI-Evolve experiment with its eval.sh), then the writable places inside those.
+        *[arg for path in frozen for arg in ("--ro-bind", str(path), str(path))],
+        *[arg for path in writable for arg in ("--bind", str(path), str(path))],
+        "--chdir", str(cwd or workdir),
         # Run as root, bwrap keeps every capability by default, and the sandboxed root could then
         # remount / read-write (measured). Either flag below stops that alone (measured); keep both.
         "--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL",
@@ -358,12 +363,15 @@ def run_sandboxed(
     hidden: Sequence[Path] = (),
     channel: tuple[int, int] | None = None,
     cwd: Path | None = None,
+    frozen: Sequence[Path] = (),
+    writable: Sequence[Path] = (),
 ) -> Completed:
     """Run command at sandbox level 'bwrap' or 'process' in workdir; kill it all when done or over limits.
 
     channel: (read end, write end) of a pipe made by the caller; the write end is passed to the
     command (its number must be in the command line) and closed here; the read end is drained
     concurrently and closed, and what arrived is Completed.channel.
+    frozen: folders inside workdir that are read-only under bwrap, except the `writable` ones inside them.
     """
     if level not in ("bwrap", "process"):
         raise ValueError(f"sandbox level must be 'bwrap' or 'process', got {level!r}")
@@ -377,7 +385,7 @@ def run_sandboxed(
     if level == "bwrap":
         # bwrap itself is started with the parent-death signal armed, and passes alive_fd inside.
         outer = launcher_prefix({}, alive_fd=alive_fd, pdeathsig=True, keep_alive_fd=True)
-        argv = outer + bwrap_prefix(workdir, readable, hidden, cwd=cwd) + inner
+        argv = outer + bwrap_prefix(workdir, readable, hidden, cwd=cwd, frozen=frozen, writable=writable) + inner
     else:
         argv = inner
     started = time.monotonic()

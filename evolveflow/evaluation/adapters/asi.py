@@ -4,7 +4,8 @@ Rules (the reference's Engineer, plus evolveflow's validity rules):
 
 * Each evaluation gets a private copy of the experiment folder (``steps/``, run data and caches
   left out) with the candidate at ``<copy>/steps/step_N/code``; ``eval.sh`` runs there with bash (no
-  executable bit needed), so its relative look-ups (``../../evaluator.py``) work.
+  executable bit needed), so its relative look-ups (``../../evaluator.py``) work. Under bwrap the
+  copy is read-only but for the step directory (and TMPDIR outside it).
 * A non-zero exit is a candidate error with the stderr tail (the reference ignores results.json then).
 * The result is ``results.json`` in the step directory (``results.txt`` is only shown as the error:
   the reference cannot score it either). ``eval_score`` must be a finite number.
@@ -136,8 +137,10 @@ class AsiEvaluator:
         step_dir.mkdir(parents=True, exist_ok=True)
         (step_dir / "code").write_text(code, encoding="utf-8")
         bash = shutil.which("bash") or "/bin/bash"  # the launcher execs a path, not a command name
+        # The copy (eval.sh, evaluator.py, ...) is read-only under bwrap: a candidate could otherwise
+        # rewrite the eval.sh that bash is still reading, or the evaluator, and forge the result.
         return Launch(command=[bash, str(self._copied_script(copy))], cwd=step_dir, results_dir=step_dir,
-                      skip_files=frozenset({"code"}))
+                      skip_files=frozenset({"code"}), frozen=(copy,), writable=(step_dir,))
 
     def verdict(self, finished: Finished) -> Verdict:
         ended = contract.process_verdict(exit_code=finished.exit_code, killed_reason=finished.killed_reason,

@@ -19,6 +19,10 @@ class Launch:
     channel: bool = False  # the command holds CHANNEL_FD and reports over that pipe
     results_dir: Path | None = None  # files the evaluator leaves here may be kept next to the node
     skip_files: frozenset[str] = field(default_factory=frozenset)  # never kept (the candidate itself)
+    # Under bwrap: folders the evaluator reads but the candidate must not change, and the writable
+    # places inside them.
+    frozen: tuple[Path, ...] = ()
+    writable: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
