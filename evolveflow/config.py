@@ -120,6 +120,9 @@ class EvaluationConfig(Section):
     pythonpath: list[str] = Field(default_factory=list)  # extra import paths, relative to the experiment
     cascade: bool = True  # openevolve: use evaluate_stage1/2/3 when the evaluator defines them
     cascade_thresholds: list[float] = Field(default_factory=lambda: [0.5, 0.75, 0.9])
+    # openevolve: metrics left out of the mean when there is no combined_score (OpenEvolve's
+    # database.feature_dimensions, whose default these are).
+    mean_excludes: list[str] = Field(default_factory=lambda: ["complexity", "diversity"])
     feedback_max_chars: int = Field(4000, ge=0)  # per feedback item kept (artifact, text, stderr)
     keep_files_max_bytes: int = Field(2_000_000, ge=0)  # files left in the results dir, kept per node
     program_file: str = "program.py"  # the name the candidate gets in its working directory

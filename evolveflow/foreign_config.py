@@ -73,6 +73,7 @@ _RENAMED: dict[str, dict[str, str]] = {
         "evaluator.timeout": "evaluation.timeout_s",
         "evaluator.cascade_evaluation": "evaluation.cascade",
         "evaluator.cascade_thresholds": "evaluation.cascade_thresholds",
+        "database.feature_dimensions": "evaluation.mean_excludes",
         "evaluator.parallel_evaluations": "pipeline.parallel.num_workers",
         "database.migration_interval": "database.sampling.island.migration_interval",
     },

@@ -165,3 +165,9 @@ def test_layers_merge_after_translation_and_flags_win(tmp_path):
     assert [f.path for f in foreign] == [root, exp]
     assert config.evaluation.timeout_s == 300 and config.database.sampling.ucb_c == 1.414
     assert config.cognition.embeddings is False and config.pipeline.sample_n == 2
+
+
+def test_openevolve_feature_dimensions_are_left_out_of_the_mean_score():
+    translation = translate({"max_iterations": 10, "database": {"feature_dimensions": ["slope_changes", "noise"]}})
+    assert translation.config["evaluation"]["mean_excludes"] == ["slope_changes", "noise"]
+    assert "database.feature_dimensions" in notice(translation, "config.yaml").split("ignoring")[0]

@@ -149,3 +149,10 @@ def test_asi_without_results_json_quotes_results_txt(tmp_path: Path):
     assert verdict.outcome is Outcome.CANDIDATE_ERROR
     assert verdict.error == ("eval.sh wrote no results.json in the step directory; "
                              "results.txt says: score maybe 3")
+
+
+def test_openevolve_mean_leaves_out_the_feature_dimensions():
+    metrics = {"accuracy": 0.9, "latency_score": 0.5, "slope_changes": 134.0, "complexity": 700}
+    assert fitness(metrics, ("slope_changes", "complexity")) == pytest.approx(0.7)
+    verdict = read_openevolve_result({"metrics": metrics, "artifacts": {}}, ("slope_changes", "complexity"))
+    assert verdict.score == pytest.approx(0.7)

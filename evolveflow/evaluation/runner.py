@@ -55,6 +55,7 @@ class EvaluatorSpec(BaseModel):
     pythonpath: tuple[Path, ...] = ()  # put on the evaluator's PYTHONPATH
     cascade: bool = True  # openevolve: run evaluate_stage1/2/3 when defined
     cascade_thresholds: tuple[float, ...] = (0.5, 0.75, 0.9)
+    mean_excludes: tuple[str, ...] = ("complexity", "diversity")  # openevolve: not averaged into the score
     experiment_dir: Path | None = None  # asi: the folder copied for each evaluation (default: the script's)
     feedback_max_chars: int = Field(default=4000, ge=0)  # per feedback item
     keep_files_max_bytes: int = Field(default=2_000_000, ge=0)  # files kept from the results directory
@@ -98,7 +99,8 @@ def adapter_for(spec: EvaluatorSpec) -> EvaluatorAdapter:
                                      skip=frozenset(spec.hidden_paths))
     if contract == "openevolve":
         return adapters.OpenEvolveEvaluator(path=spec.path, python=spec.interpreter, harness=HARNESS_PATH,
-                                            cascade=spec.cascade, cascade_thresholds=spec.cascade_thresholds)
+                                            cascade=spec.cascade, cascade_thresholds=spec.cascade_thresholds,
+                                            mean_excludes=spec.mean_excludes)
     if contract == "shinka":
         return adapters.ShinkaEvaluator(path=spec.path, python=spec.interpreter, harness=HARNESS_PATH)
     if spec.path.suffix == ".py":

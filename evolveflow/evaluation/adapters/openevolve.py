@@ -4,8 +4,9 @@ Rules (OpenEvolve's, plus evolveflow's validity rules):
 
 * ``evaluate`` may return a dict (all of it is metrics) or an object with ``.metrics`` and
   ``.artifacts`` (``EvaluationResult``); artifacts become feedback for the LLM.
-* The score is ``combined_score``, else the mean of the numeric metrics (booleans and ``error``
-  excluded), as OpenEvolve computes fitness.
+* The score is ``combined_score``, else the mean of the numeric metrics (booleans, ``error`` and
+  ``evaluation.mean_excludes`` -- OpenEvolve's ``database.feature_dimensions``, by default
+  ``complexity`` and ``diversity`` -- left out), as OpenEvolve computes fitness.
 * Cascade (``evaluation.cascade``, on by default when ``evaluate_stage1`` exists): stage 1 runs;
   stage 2 only if stage 1's score reaches ``cascade_thresholds[0]``, stage 3 only if the merged
   score reaches ``cascade_thresholds[1]``; later stages' metrics overwrite earlier ones. The stage
@@ -19,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from evolveflow.evaluation import contract
 from evolveflow.evaluation.adapters.base import Finished, Launch
@@ -30,13 +31,13 @@ from evolveflow.evaluation.validity import flagged, stated_error
 from evolveflow.records import Outcome
 
 
-def fitness(metrics: dict[str, Any]) -> float | None:
-    """Return combined_score, else the mean of numeric non-boolean metrics (not 'error'); None if none."""
+def fitness(metrics: dict[str, Any], exclude: Sequence[str] = ()) -> float | None:
+    """Return combined_score, else the mean of numeric non-boolean metrics (not 'error' nor `exclude`)."""
     value = metrics.get("combined_score")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     numbers = [float(v) for k, v in metrics.items()
-               if k != "error" and isinstance(v, (int, float)) and not isinstance(v, bool)]
+               if k != "error" and k not in exclude and isinstance(v, (int, float)) and not isinstance(v, bool)]
     numbers = [n for n in numbers if math.isfinite(n)]
     return sum(numbers) / len(numbers) if numbers else None
 
@@ -51,7 +52,7 @@ def _artifacts_feedback(artifacts: Any) -> dict[str, str]:
     return feedback
 
 
-def read_openevolve_result(payload: Any) -> Verdict:
+def read_openevolve_result(payload: Any, mean_excludes: Sequence[str] = ()) -> Verdict:
     """Classify the harness's openevolve payload (see the module docstring)."""
     if not isinstance(payload, dict):
         kind = "null" if payload is None else type(payload).__name__
@@ -84,7 +85,7 @@ def read_openevolve_result(payload: Any) -> Verdict:
         detail = feedback.get("artifact:stderr") or feedback.get("artifact:error_message") or ""
         return failed("the evaluator reported an error (its result is OpenEvolve's failure shape "
                       "{'error': ...})" + (f": {detail[:500]}" if detail else ""))
-    score = fitness(raw)
+    score = fitness(raw, mean_excludes)
     if score is None:
         return failed("the evaluator's result has no numeric metric (no combined_score and nothing to average)")
     problem = contract.score_problem(score, "combined_score")
@@ -102,6 +103,7 @@ class OpenEvolveEvaluator:
     harness: Path
     cascade: bool = True
     cascade_thresholds: tuple[float, ...] = (0.5, 0.75, 0.9)
+    mean_excludes: tuple[str, ...] = ("complexity", "diversity")
     name: str = "openevolve"
 
     def prepare(self, workdir: Path, code: str, filename: str, step: int) -> Launch:
@@ -111,4 +113,4 @@ class OpenEvolveEvaluator:
 
     def verdict(self, finished: Finished) -> Verdict:
         ended, payload = harness_payload(finished, NO_RETURN)
-        return ended or read_openevolve_result(payload)
+        return ended or read_openevolve_result(payload, self.mean_excludes)
