@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import signal
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from evolveflow.config import ConfigError
-from evolveflow.experiment import ExperimentError, load_experiment
+from evolveflow.experiment import load_experiment
+from evolveflow.user_errors import is_user_error
 
 
 class CliError(Exception):
@@ -230,17 +231,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CliError, ConfigError, ExperimentError) as exc:
+    except BrokenPipeError:  # e.g. `evolveflow best X | head`: the reader has gone, nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 0
+    except Exception as exc:
+        # Known user-facing failures, from here or deeper layers, carry clear messages of their own.
+        if not is_user_error(exc):
+            raise
         print(f"evolveflow: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except Exception as exc:
-        # Known user-facing failures from deeper layers carry clear messages of their own.
-        if type(exc).__name__ in {"SearchAlreadyRunning", "InitialProgramFailed", "EvaluatorConfigError",
-                                  "TreeLocked", "KnowledgeFileError", "PromptTemplateError",
-                                  "ScaffoldError", "MissingApiKey"}:
-            print(f"evolveflow: error: {_one_line(exc)}", file=sys.stderr)
-            return 2
-        raise
     except KeyboardInterrupt:
         print("evolveflow: interrupted", file=sys.stderr)
         return 130

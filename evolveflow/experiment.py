@@ -7,11 +7,12 @@ evaluator and knowledge are found under their own names, and `notices` says what
 from __future__ import annotations
 
 import ast
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evolveflow.config import Config, ConfigError, load_config_layers
+from evolveflow.config import OFFLINE_MODEL, Config, ConfigError, load_config_layers
 from evolveflow.foreign_config import notice as foreign_notice
 from storage.asi_cognition import COGNITION_STORE, INIT_COGNITION, read_cognition_script, read_cognition_store
 
@@ -166,11 +167,17 @@ def _shinka_task_message(experiment_dir: Path) -> str | None:
             tree = ast.parse(path.read_text(encoding="utf-8"))
         except (SyntaxError, UnicodeDecodeError, ValueError):
             continue
-        for node in tree.body:
-            if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
-                    and isinstance(node.value.value, str) and node.value.value.strip()
-                    and any(isinstance(t, ast.Name) and t.id.endswith("sys_msg") for t in node.targets)):
-                return node.value.value
+        # `task_sys_msg = "..."` at any level, or a keyword `task_sys_msg="..."` (EvolutionConfig(...)).
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id.endswith("sys_msg")
+                                                    for t in node.targets):
+                value = node.value
+            elif isinstance(node, ast.keyword) and node.arg and node.arg.endswith("sys_msg"):
+                value = node.value
+            else:
+                continue
+            if isinstance(value, ast.Constant) and isinstance(value.value, str) and value.value.strip():
+                return value.value
     return None
 
 
@@ -201,8 +208,9 @@ def _asi_knowledge(experiment_dir: Path) -> tuple[tuple[dict, ...], str | None]:
         items += script.items
         parts.append(script.problem or f"{INIT_COGNITION}: {len(script.items)} knowledge items read without running it")
         if script.skipped:
-            parts.append(f"{script.skipped} item{'s' if script.skipped != 1 else ''} built by code "
-                         f"{'were' if script.skipped != 1 else 'was'} skipped (add them to knowledge/ instead)")
+            places = f"{script.skipped} place{'s' if script.skipped != 1 else ''}"
+            parts.append(f"knowledge built by code ({places} in the script, each possibly several items) "
+                         "was skipped (add it to knowledge/ instead)")
     stored = read_cognition_store(experiment_dir / COGNITION_STORE)
     if stored:
         items += stored
@@ -218,6 +226,30 @@ def _template_notice(config: Config, experiment_dir: Path) -> str | None:
         return None
     return (f"{config.prompts.dir}/{{{','.join(jinja)}}} are ASI-Evolve templates and are not used: evolveflow's "
             f"own prompts are (yours go in {config.prompts.dir}/{{system,propose,analyze}}.md)")
+
+
+_LOOPBACK = ("//127.", "//localhost", "//[::1]")
+
+
+def _offline_without_key(config: Config, foreign: list, overrides: dict[str, Any], root: Path) -> str | None:
+    """Switch a hosted model named by a *foreign* config to the offline one when its key is not set.
+
+    A peer's example folder names the model its authors used; copied here without that provider's
+    key, every round would be rejected. Our own config and --model stay strict (checked at start).
+    """
+    api = config.api
+    sources = [f for f in foreign if (f.translation.config.get("api") or {}).get("model") == api.model]
+    if not sources or "api.model" in overrides or api.model.startswith("offline/"):
+        return None
+    if api.api_base and any(marker in api.api_base for marker in _LOOPBACK):
+        return None  # a local server usually needs no key
+    variable = api.api_key_env or "OPENAI_API_KEY"  # translated models are OpenAI-compatible
+    if os.environ.get(variable):
+        return None
+    named = api.model
+    config.api.model, config.api.api_key_env = OFFLINE_MODEL, None
+    return (f"api.model {named} (from {_shown(sources[-1].path, root)}) needs {variable}, which is not set: "
+            f"running with the offline model instead (export {variable}, or pass --model, to use {named})")
 
 
 def load_experiment(
@@ -243,6 +275,9 @@ def load_experiment(
         config.evaluation.contract = hints[-1]
     notices += [foreign_notice(f.translation, _shown(f.path, root), f.path != root / "config.yaml")
                 for f in foreign]
+    offline_notice = _offline_without_key(config, foreign, overrides or {}, root)
+    if offline_notice:
+        notices.append(offline_notice)
     initial, from_peer = _initial_program(config, exp_dir)
     if from_peer:
         notices.append(f"initial program: {initial.name} (no {DEFAULT_INITIAL})")

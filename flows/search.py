@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.states import Failed
 
 from evolveflow.edits import code_hash
 from evolveflow.evaluation import check_evaluator
@@ -16,6 +17,7 @@ from evolveflow.progress import print_round, print_summary
 from evolveflow.records import Candidate, Node, Status
 from evolveflow.runtime import Runtime, close_runtime, open_runtime
 from evolveflow.search_lock import SearchLock
+from evolveflow.user_errors import is_user_error, without_traceback
 from flows.round import round_tasks
 from flows.rounds import RoundLoop, publish
 from storage.knowledge_files import load_knowledge_dir
@@ -47,7 +49,24 @@ def evolve_search(
     root: str | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Runs `rounds` more rounds of an experiment's search (continuing its tree) and summarises."""
+    """Runs `rounds` more rounds of an experiment's search (continuing its tree) and summarises.
+
+    A failure the user must fix (the initial program does not evaluate, another search holds the
+    lock, ...) ends the flow run as Failed with its one-line message, not with a traceback;
+    calling the flow raises it again.
+    """
+    try:
+        return search(experiment, rounds, config_file, overrides, root, progress)
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise
+        get_run_logger().error("%s", exc)
+        return Failed(message=str(exc), data=without_traceback(exc))
+
+
+def search(experiment: str, rounds: int, config_file: str | None, overrides: dict[str, Any] | None,
+           root: str | None, progress: bool) -> dict[str, Any]:
+    """Opens the experiment, runs the rounds under its lock, and returns the summary."""
     exp = load_experiment(experiment, Path(root) if root else None,
                           Path(config_file) if config_file else None, overrides)
     if not progress:  # `evolveflow run` printed them before Prefect started
@@ -119,10 +138,15 @@ def evaluate_initial(rt: Runtime, root: Node | None = None) -> Node:
     node = save(rt, final_node(candidate, scored, None, {}), scored, [], first_attempt=earlier_attempts + 1)
     if scored.status != Status.OK:
         raise InitialProgramFailed(
-            f"the initial program {rt.config.initial_program} did not evaluate ({scored.status.value}): "
+            f"the initial program {_initial_name(rt)} did not evaluate ({scored.status.value}): "
             f"{scored.error}"
         )
     return node
+
+
+def _initial_name(rt: Runtime) -> str:
+    path = rt.experiment.initial_path
+    return path.name if path is not None else rt.config.initial_program
 
 
 def summarise(rt: Runtime, stop_reason: str, seconds: float) -> dict[str, Any]:

@@ -22,8 +22,8 @@ def test_asi_folder(tmp_path):
     notices = "\n".join(exp.notices)
     assert "experiments/circle_packing_demo/config.yaml is an ASI-Evolve config (evaluator contract asi)" in notices
     assert "initial program: initial_program (no initial_program.py)" in notices
-    assert ("init_cognition.py: 3 knowledge items read without running it; 1 item built by code was skipped "
-            "(add them to knowledge/ instead); all loaded into the knowledge store at start") in notices
+    assert ("init_cognition.py: 3 knowledge items read without running it; knowledge built by code (1 place in the script, each possibly several items) was skipped "
+            "(add it to knowledge/ instead); all loaded into the knowledge store at start") in notices
     assert ("prompts/{analyzer.jinja2,researcher.jinja2} are ASI-Evolve templates and are not used: evolveflow's "
             "own prompts are (yours go in prompts/{system,propose,analyze}.md)") in notices
     assert [item["title"] for item in exp.knowledge_items] == [
@@ -157,3 +157,13 @@ def test_jinja_only_prompt_dir_keeps_our_templates_and_system_message_replaces_o
     assert replaced.system == "You are an expert mathematician."
     assert (replaced.propose, replaced.analyze) == (load_templates().propose, load_templates().analyze)
     assert load_templates(None, "  \n").system == load_templates().system
+
+
+def test_shinka_task_message_given_as_a_keyword_in_run_evo(tmp_path):
+    from evolveflow.experiment import _shinka_task_message
+
+    (tmp_path / "run_evo.py").write_text(
+        "from shinka.core import EvolutionConfig\n"
+        "def main():\n"
+        "    evo_config = EvolutionConfig(task_sys_msg=\"Pack circles tightly.\", num_generations=10)\n")
+    assert _shinka_task_message(tmp_path) == "Pack circles tightly."
