@@ -93,3 +93,22 @@ def test_the_evaluator_spec_follows_the_experiment_config(tmp_path, make):
     assert spec.python == shutil.which("python3")
     assert spec.pythonpath == ((exp.dir / "lib").resolve(),)
     assert spec.timeout_s == 5
+
+
+def test_an_initial_program_that_fails_is_one_line_without_traceback_or_leak_noise(tmp_path):
+    """This failure happens inside the Prefect flow: the run must still end in one clear line."""
+    exp = tmp_path / "experiments" / "shinkaish"
+    write(exp / "input.md", "Make it better.\n")
+    write(exp / "initial.py", "x = 1\n")
+    write(exp / "config.yaml", "cognition:\n  embeddings: false\n")
+    write(exp / "evaluator.py", "def evaluate(path):\n    return {'score': 1.0, 'correct': False, 'error': 'circle 3 outside'}\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "evolveflow.cli", "run", "shinkaish", "--rounds", "1"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stdout + done.stderr
+    output = done.stdout + done.stderr
+    assert "Traceback" not in output and "nanobind" not in output, output
+    errors = [line for line in done.stderr.splitlines() if line.startswith("evolveflow: error: ")]
+    assert errors == ["evolveflow: error: the initial program initial.py did not evaluate (candidate_error): "
+                      "the evaluator marked the candidate invalid (correct: false): circle 3 outside"], output
+    assert len(output.splitlines()) <= 6, output
