@@ -58,15 +58,23 @@ def test_config_errors_of_translated_files_stop_the_run_before_prefect(tmp_path)
 
 
 def test_a_missing_api_key_stops_the_run_before_prefect_unless_the_model_is_offline(tmp_path, monkeypatch):
-    exp = openevolve_folder(tmp_path)
-    (exp / "config_phase_1.yaml").write_text("llm:\n  primary_model: gpt-4o-mini\n"
-                                             "  api_key: ${EVOLVEFLOW_TEST_UNSET_KEY}\n")
     monkeypatch.delenv("EVOLVEFLOW_TEST_UNSET_KEY", raising=False)
-    done, _ = run_cli(tmp_path, "circle_packing", "--rounds", "1")
+    exp = openevolve_folder(tmp_path)
+    # evolveflow's own config naming a key variable: strict, one line, before Prefect.
+    write(tmp_path / "ours.yaml", "api:\n  model: openai/gpt-4o-mini\n  api_key_env: EVOLVEFLOW_TEST_UNSET_KEY\n")
+    done, _ = run_cli(tmp_path, "circle_packing", "--rounds", "1", "--config", str(tmp_path / "ours.yaml"))
     assert "api.api_key_env is EVOLVEFLOW_TEST_UNSET_KEY, but that environment variable is not set" in (
         one_error_line(done))
-    offline, _ = run_cli(tmp_path, "circle_packing", "--rounds", "1", "--model", "offline/mutator")
+    offline, _ = run_cli(tmp_path, "circle_packing", "--rounds", "1", "--config", str(tmp_path / "ours.yaml"),
+                         "--model", "offline/mutator")
     assert "prefect was imported before the checks" in offline.stderr  # got past every check
+    # The peer's own config naming a key that is not set: the folder runs offline and says so.
+    (exp / "config_phase_1.yaml").write_text("llm:\n  primary_model: gpt-4o-mini\n"
+                                             "  api_key: ${EVOLVEFLOW_TEST_UNSET_KEY}\n")
+    peer, _ = run_cli(tmp_path, "circle_packing", "--rounds", "1")
+    assert "prefect was imported before the checks" in peer.stderr
+    assert ("api.model openai/gpt-4o-mini (from experiments/circle_packing/config_phase_1.yaml) needs "
+            "EVOLVEFLOW_TEST_UNSET_KEY, which is not set: running with the offline model instead") in peer.stdout
 
 
 def test_tracebacks_in_messages_shrink_to_the_error_and_its_place():
