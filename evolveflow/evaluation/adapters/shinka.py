@@ -9,6 +9,9 @@ Rules (ShinkaEvolve's, plus evolveflow's validity rules):
   missing ``correct.json`` or ``metrics.json`` or a missing / non-numeric ``combined_score``.
 * evolveflow's harness runs the script as ``__main__`` and sends the two files only after it has
   finished: files a candidate forges and then ``os._exit()``s over are never read.
+* The script's folder is first on ``sys.path`` (sibling modules import), but its cwd is the fresh
+  working directory, not the example's folder as under ``cd examples/X; python run_evo.py``:
+  data it opens by a relative path must be found from ``__file__`` instead.
 """
 from __future__ import annotations
 
