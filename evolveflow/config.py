@@ -125,7 +125,9 @@ class EvaluationConfig(Section):
     mean_excludes: list[str] = Field(default_factory=lambda: ["complexity", "diversity"])
     feedback_max_chars: int = Field(4000, ge=0)  # per feedback item kept (artifact, text, stderr)
     keep_files_max_bytes: int = Field(2_000_000, ge=0)  # files left in the results dir, kept per node
-    program_file: str = "program.py"  # the name the candidate gets in its working directory
+    # The name the candidate gets in its working directory; None: "program" plus the initial
+    # program's extension (program.py for initial_program.py, program.rs for initial_program.rs).
+    program_file: str | None = None
     timeout_s: float = Field(60.0, gt=0)
     memory_mb: int | None = Field(4096, gt=0)
     max_output_bytes: int = Field(1_000_000, gt=0)

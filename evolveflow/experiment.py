@@ -44,6 +44,14 @@ class Experiment:
     notices: tuple[str, ...] = ()  # what was recognised in a peer framework's folder; not errors
 
     @property
+    def program_file(self) -> str:
+        """The candidate's file name in its working directory (evaluation.program_file, else derived)."""
+        if self.config.evaluation.program_file:
+            return self.config.evaluation.program_file
+        suffix = self.initial_path.suffix if self.initial_path is not None else ""
+        return f"program{suffix or '.py'}"
+
+    @property
     def tree_path(self) -> Path:
         return self.storage_dir / "tree.duckdb"
 

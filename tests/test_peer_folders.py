@@ -167,3 +167,15 @@ def test_shinka_task_message_given_as_a_keyword_in_run_evo(tmp_path):
         "def main():\n"
         "    evo_config = EvolutionConfig(task_sys_msg=\"Pack circles tightly.\", num_generations=10)\n")
     assert _shinka_task_message(tmp_path) == "Pack circles tightly."
+
+
+def test_the_candidate_file_keeps_the_initial_programs_extension(tmp_path):
+    from evolveflow.experiment import load_experiment
+
+    exp_dir = tmp_path / "experiments" / "sorter"
+    exp_dir.mkdir(parents=True)
+    (exp_dir / "initial_program.rs").write_text("fn main() {}\n")
+    (exp_dir / "evaluator.py").write_text("def evaluate(path):\n    return {'score': 1.0}\n")
+    assert load_experiment("sorter", tmp_path).program_file == "program.rs"
+    (exp_dir / "config.yaml").write_text("evaluation:\n  program_file: main.rs\n")
+    assert load_experiment("sorter", tmp_path).program_file == "main.rs"
