@@ -91,6 +91,7 @@ def run_shinka_eval(
         if validate_fn is not None:
             metrics["all_validation_errors"] = [str(exc)]
         correct, first_error = False, str(exc)
+    os.makedirs(results_dir, exist_ok=True)
     if "extra_data" in metrics:
         with open(os.path.join(results_dir, "extra.pkl"), "wb") as handle:
             pickle.dump(metrics.pop("extra_data"), handle)
