@@ -63,15 +63,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     # A failed task's traceback is noise on the console: the outcome is recorded in the tree
     # and shown in the progress line; the Prefect UI still has the full task-run logs.
     logging.getLogger("prefect.task_runs").setLevel(logging.CRITICAL)
-    evolve_search(
-        experiment=args.experiment, rounds=args.rounds,
-        config_file=str(args.config) if args.config else None, overrides=overrides,
-        root=str(Path.cwd()), progress=True,
-    )
+    from evolveflow.progress import RoundDisplay, use_display
+
+    with use_display(RoundDisplay(rounds=args.rounds)):  # a live bar on a terminal, lines otherwise
+        evolve_search(
+            experiment=args.experiment, rounds=args.rounds,
+            config_file=str(args.config) if args.config else None, overrides=overrides,
+            root=str(Path.cwd()), progress=True,
+        )
     return 0
 
 
-def _report(experiment: str) -> tuple[dict, str]:
+def _report(experiment: str, lineage_status: bool = False) -> tuple[dict, str]:
+    """The search's report: the running search's snapshot, else built from the tree (read-only).
+
+    lineage_status adds each lineage node's status when the tree is readable (not in the snapshot).
+    """
     from evolveflow.search_lock import is_locked
     from storage.report import build_report, read_report
     from storage.tree import TreeStore
@@ -85,7 +92,12 @@ def _report(experiment: str) -> tuple[dict, str]:
     if not exp.tree_path.exists():
         raise CliError(f"{exp.name} has not been run yet: evolveflow run {exp.name} --rounds 10")
     with TreeStore(exp.tree_path, read_only=True, lock_wait_s=5) as tree:
-        return build_report(tree, exp.name), f"from {exp.tree_path}"
+        report = build_report(tree, exp.name)
+        if lineage_status:
+            status = {n.id: n.status.value for n in tree.nodes([s["id"] for s in report["lineage"]])}
+            for step in report["lineage"]:
+                step["status"] = status.get(step["id"], "-")
+        return report, f"from {exp.tree_path}"
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -93,31 +105,79 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=1, default=str))
         return 0
-    best = report["best"]
-    usage = report["usage"]
-    cost = "unknown" if usage["cost_usd"] is None else f"${usage['cost_usd']:.4f}"
-    print(f"{report['experiment']} ({source}, {report['generated_at']})")
-    if report.get("running"):
-        print(f"  running: pid {report['running']['pid']}, {report['running']['rounds_done']} rounds done in this run")
-    print(f"  rounds {report['rounds']}, nodes {report['nodes']}: "
-          + ", ".join(f"{k} {v}" for k, v in sorted(report["by_status"].items())))
-    print(f"  initial score {report['initial_score']}, best score "
-          f"{best['score'] if best else None} (node {best['id'] if best else '-'})")
-    print(f"  LLM calls {usage['llm_calls']}, tokens {usage['prompt_tokens']}+{usage['completion_tokens']}, cost {cost}")
+    from evolveflow.tables import make_console, show_status
+
+    show_status(make_console(), report, source)
     return 0
 
 
 def cmd_best(args: argparse.Namespace) -> int:
-    report, source = _report(args.experiment)
-    best = report["best"]
-    if best is None:
+    from evolveflow.tables import make_console, print_diff, show_best
+
+    console = make_console()
+    if args.diff:  # from the parent: what the last step changed (the lineage shows the steps before)
+        from evolveflow.tree_queries import best_diff
+
+        best, parent, diff = best_diff(load_experiment(args.experiment))
+        if parent is None:
+            raise CliError(f"the best of {args.experiment} is node {best}, the initial program: no parent to diff from")
+        print_diff(console, diff or f"node {best} has the same code as its parent {parent}\n")
+        return 0
+    report, source = _report(args.experiment, lineage_status=True)
+    if report["best"] is None:
         raise CliError(f"{args.experiment} has no evaluated node yet")
-    print(f"# best of {report['experiment']}: node {best['id']}, score {best['score']} "
-          f"({best['attempts']} evaluation attempt(s); {source})")
-    print("# lineage (root -> best):")
-    for step in report["lineage"]:
-        print(f"#   node {step['id']:>5}  round {step['round']:>4}  score {step['score']}  {step['motivation'][:80]}")
-    print(best["code"], end="" if best["code"].endswith("\n") else "\n")
+    show_best(console, report, source)
+    return 0
+
+
+def cmd_lessons(args: argparse.Namespace) -> int:
+    from evolveflow.tables import fmt_score, make_console, table
+    from evolveflow.tree_queries import matching_lessons, read_only, recent_lessons
+
+    if args.limit < 1:
+        raise CliError(f"--limit must be at least 1, not {args.limit}")
+    exp = load_experiment(args.experiment)
+    with read_only(exp, "lessons") as con:
+        found = (matching_lessons(exp, con, args.query, args.limit) if args.query
+                 else recent_lessons(con, args.limit))
+    if not found:
+        print(f"{exp.name}: no lesson" + (f" matches {args.query!r}" if args.query else " written yet"))
+        return 0
+    console = make_console()
+    rows = [(str(f["node"]), str(f["round"]), fmt_score(f["score"]), f["status"] or "-", f["lesson"]) for f in found]
+    console.print(table(console, ("node", "round", "score", "status", "lesson"), rows,
+                        right=("node", "round", "score")))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from evolveflow.tree_queries import export_parquet, read_only
+
+    exp = load_experiment(args.experiment)
+    with read_only(exp, "export") as con:
+        counts = export_parquet(con, Path(args.parquet))
+    for name, rows in counts.items():
+        print(f"{Path(args.parquet) / (name + '.parquet')}: {rows} rows")
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from evolveflow.tables import cell, make_console, table
+    from evolveflow.tree_queries import QueryRefused, read_only, run_sql
+
+    exp = load_experiment(args.experiment)
+    with read_only(exp, "sql") as con:
+        try:
+            columns, rows = run_sql(con, args.query)
+        except (QueryRefused, duckdb.Error) as exc:
+            raise CliError(f"sql: {' '.join(str(exc).split())}") from None
+    if args.json:
+        print(json.dumps([dict(zip(columns, r)) for r in rows], indent=1, default=str))
+        return 0
+    console = make_console()
+    console.print(table(console, columns, ([cell(v) for v in r] for r in rows)))
     return 0
 
 
@@ -187,7 +247,26 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("experiment")
         if name == "status":
             p.add_argument("--json", action="store_true", help="print the full report as JSON")
+        else:
+            p.add_argument("--diff", action="store_true", help="print the best program's diff from its parent")
         p.set_defaults(func=func)
+
+    lessons = sub.add_parser("lessons", help="list the lessons written about nodes, newest first")
+    lessons.add_argument("experiment")
+    lessons.add_argument("--query", help="rank lessons by relevance to this text (LanceDB search)")
+    lessons.add_argument("--limit", type=int, default=20, help="at most this many lessons (default 20)")
+    lessons.set_defaults(func=cmd_lessons)
+
+    export = sub.add_parser("export", help="write the tree's tables as Parquet files")
+    export.add_argument("experiment")
+    export.add_argument("--parquet", required=True, metavar="DIR", help="folder for nodes/attempts/llm_calls/runs.parquet")
+    export.set_defaults(func=cmd_export)
+
+    sql = sub.add_parser("sql", help="run one read-only SQL query on the tree (tables nodes, attempts, llm_calls, runs)")
+    sql.add_argument("experiment")
+    sql.add_argument("query")
+    sql.add_argument("--json", action="store_true", help="print the rows as JSON")
+    sql.set_defaults(func=cmd_sql)
 
     reeval = sub.add_parser("reeval", help="re-evaluate nodes whose evaluator failed (infra_failed)")
     reeval.add_argument("experiment")
