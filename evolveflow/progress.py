@@ -45,8 +45,7 @@ def summary_text(summary: dict[str, Any]) -> str:
 
 
 class RoundDisplay:
-    """Finished rounds as a rich progress bar (rounds done/asked, best, last outcome) under their lines
-    when the console is a terminal and the rounds asked are known; plain printed lines otherwise."""
+    """Shows finished rounds: a live bar (done/asked, best, last outcome) under their lines on a terminal, else lines."""
 
     def __init__(self, rounds: int | None = None, console: Console | None = None):
         self.rounds = rounds
