@@ -159,13 +159,13 @@ class Probe:
         return self.profiles.setdefault(threading.get_ident(), cProfile.Profile())
 
     def wrap_round(self, real_round):
-        def timed_round(search_id: str, round_no: int):
+        def timed_round(search_id: str, round_no: int, *args, **kwargs):
             prof = self._profiler()
             start, cpu = time.perf_counter(), time.thread_time()
             if prof:
                 prof.enable()
             try:
-                summary = real_round(search_id, round_no)
+                summary = real_round(search_id, round_no, *args, **kwargs)
             finally:
                 if prof:
                     prof.disable()

@@ -6,11 +6,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
-from prefect import Task, flow
+from prefect import Task, flow, get_run_logger
 
 from evolveflow.llm.client import LLMError
 from evolveflow.records import Candidate, LLMCall, Node, Scored, Status
 from evolveflow.runtime import Runtime, get_runtime
+from flows.artifacts import round_line
 from tasks.analyze import analyze, fallback_lesson
 from tasks.evaluate import InfraError, evaluate, infra_failed
 from tasks.generate import generate, unavailable
@@ -65,9 +66,9 @@ class Stopwatch:
             self.seconds[stage] = round(time.perf_counter() - start, 6)
 
 
-@flow(name="evolve-round", flow_run_name="round-{round_no}", validate_parameters=False)
-def evolve_round(search_id: str, round_no: int) -> dict:
-    """Runs one round and returns what it produced."""
+@flow(name="evolve-round", flow_run_name="{experiment}-round-{round_no}", validate_parameters=False)
+def evolve_round(search_id: str, round_no: int, experiment: str = "") -> dict:
+    """Runs one round and returns what it produced (`experiment` names the run; the runtime is the search's)."""
     rt = get_runtime(search_id)
     t = round_tasks(rt)
     clock = Stopwatch()
@@ -86,7 +87,9 @@ def evolve_round(search_id: str, round_no: int) -> dict:
     calls = list(candidate.llm_calls) + ([analysis_call] if analysis_call else [])
     with clock("persist"):
         node = t.persist(search_id, node, scored, calls)
-    return round_summary(node, sampled.parent, {**timings, "persist": clock.seconds["persist"]})
+    summary = round_summary(node, sampled.parent, {**timings, "persist": clock.seconds["persist"]})
+    get_run_logger().info("%s", round_line(summary))
+    return summary
 
 
 def _generate(t: RoundTasks, search_id: str, sampled, retrieved) -> Candidate:

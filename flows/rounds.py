@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import contextvars
+import os
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
-from prefect import get_run_logger
+from prefect import get_run_logger, tags
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
 from evolveflow.runtime import Runtime
 from evolveflow.stopping import Progress, stop_reason
+from flows.artifacts import ArtifactPublisher
 from flows.round import evolve_round
 from flows.signals import stop_on_signals
 from storage.report import build_report, write_report
@@ -21,9 +23,12 @@ PUBLISH_EVERY_S = 2.0
 class RoundLoop:
     """Schedules rounds, tracks progress against the budgets, and stops cleanly."""
 
-    def __init__(self, rt: Runtime, first: int, count: int):
+    def __init__(self, rt: Runtime, first: int, count: int, artifacts: ArtifactPublisher | None = None,
+                 run_tags: tuple[str, ...] = ()):
         self.rt = rt
         self.first, self.count = first, count
+        self.artifacts = artifacts
+        self.run_tags = run_tags  # on every round flow run: which experiment, which search process
         self.started = time.monotonic()
         self.usage_at_start = rt.tree.usage_totals()
         best = rt.tree.best()
@@ -59,6 +64,7 @@ class RoundLoop:
                 ThreadPoolExecutor(max_workers=workers, thread_name_prefix="round") as pool:
             in_flight: set[Future] = set()
             next_round = self.first
+            experiment = self.rt.experiment.name
             while True:
                 if self.interrupted and reason is None:
                     reason = "interrupted"
@@ -68,8 +74,11 @@ class RoundLoop:
                         break
                     reason = stop_reason(self.rt.config.stop, self.progress())
                     if reason is None:
-                        context = contextvars.copy_context()  # rounds stay subflows of the search
-                        in_flight.add(pool.submit(context.run, evolve_round, self.rt.search_id, next_round))
+                        record_issued(self.rt, next_round)  # a round killed before its node keeps its number
+                        with tags(*self.run_tags):
+                            context = contextvars.copy_context()  # rounds stay subflows of the search
+                        in_flight.add(pool.submit(context.run, evolve_round, self.rt.search_id, next_round,
+                                                  experiment=experiment))
                         next_round += 1
                 if not in_flight:
                     return reason or "rounds"
@@ -98,8 +107,35 @@ class RoundLoop:
         if time.monotonic() - self.published_at >= PUBLISH_EVERY_S:
             publish(rt)
             self.published_at = time.monotonic()
+        if self.artifacts is not None:  # throttled inside: progress each second, tables every few
+            self.artifacts.after_round(rt.tree, rt.stats.rounds_done)
         if rt.on_round:
             rt.on_round({**summary, "best": self.best})
+
+
+def issued_path(rt: Runtime):
+    return rt.experiment.storage_dir / "last_round"
+
+
+def record_issued(rt: Runtime, round_no: int) -> None:
+    """Records the highest round number handed out (atomically; a crash never loses it)."""
+    path = issued_path(rt)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"{round_no}\n")
+    os.replace(tmp, path)
+
+
+def first_round(rt: Runtime) -> int:
+    """Returns the next unused round number: after every node's round and every round handed out.
+
+    A round killed before its node was written (while sampling or waiting on the LLM) left no
+    node, but its flow run is named for its number: that number is never given out again.
+    """
+    try:
+        issued = int(issued_path(rt).read_text().strip() or 0)
+    except (OSError, ValueError):
+        issued = 0
+    return max(rt.tree.max_round(), issued) + 1
 
 
 def publish(rt: Runtime) -> None:

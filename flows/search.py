@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +14,16 @@ from prefect.states import Failed
 from evolveflow.edits import code_hash
 from evolveflow.evaluation import check_evaluator
 from evolveflow.experiment import load_experiment
+from evolveflow.config import ConfigError
 from evolveflow.progress import print_round, print_summary
 from evolveflow.records import Candidate, Node, Status
 from evolveflow.runtime import Runtime, close_runtime, open_runtime
 from evolveflow.search_lock import SearchLock
 from evolveflow.user_errors import is_user_error, without_traceback
+from flows.artifacts import (ArtifactPublisher, crash_dead_flow_runs, experiment_tag, pid_tag,
+                             search_summary_line, tag_current_flow_run)
 from flows.round import round_tasks
-from flows.rounds import RoundLoop, publish
+from flows.rounds import RoundLoop, first_round, publish
 from storage.knowledge_files import load_knowledge_dir
 from tasks.evaluate import InfraError, infra_failed
 from tasks.persist import final_node, save
@@ -40,7 +44,22 @@ def check_api_key(api) -> None:
         raise MissingApiKey(problem)
 
 
-@flow(name="evolve-search", flow_run_name="{experiment}", validate_parameters=False)
+def search_run_name() -> str:
+    """Names a search run for its experiment and start time, e.g. circle_packing-2026-12-01T04-30-00Z."""
+    from prefect.runtime import flow_run
+
+    experiment = Path(str(flow_run.parameters.get("experiment") or "search")).name
+    return f"{experiment}-{datetime.now(timezone.utc):%Y-%m-%dT%H-%M-%SZ}"
+
+
+def check_rounds(rounds: Any) -> None:
+    """A deployment parameter is not checked by argparse: rounds below 1 is a user error here too."""
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ConfigError(f"rounds must be a whole number of at least 1, got {rounds!r}")
+
+
+@flow(name="evolve-search", flow_run_name=search_run_name, validate_parameters=False,
+      persist_result=True, result_serializer="json")
 def evolve_search(
     experiment: str,
     rounds: int,
@@ -56,6 +75,7 @@ def evolve_search(
     calling the flow raises it again.
     """
     try:
+        check_rounds(rounds)
         return search(experiment, rounds, config_file, overrides, root, progress)
     except Exception as exc:
         if not is_user_error(exc):
@@ -73,23 +93,31 @@ def search(experiment: str, rounds: int, config_file: str | None, overrides: dic
         for notice in exp.notices:
             get_run_logger().info(notice)
     started = time.monotonic()
+    logger = get_run_logger()
+    run_tags = (experiment_tag(exp.name), pid_tag())
     with SearchLock(exp.lock_path):
         rt = open_runtime(exp, on_round=print_round if progress else None)
         run_id = uuid.uuid4().hex[:12]
         rt.tree.start_run(run_id, rounds, os.getpid())
-        rt.tree.close_dead_runs(run_id)
+        if rt.tree.close_dead_runs(run_id):  # we hold the lock: whoever left a run open is dead
+            crash_dead_flow_runs(exp.name, logger)
+        tag_current_flow_run(run_tags)
+        artifacts = ArtifactPublisher(exp.name, rounds, logger)
+        artifacts.start()
         stop_reason = "error"
         try:
             prepare(rt)
-            stop_reason = RoundLoop(rt, rt.tree.max_round() + 1, rounds).run()
+            stop_reason = RoundLoop(rt, first_round(rt), rounds, artifacts, run_tags).run()
         except KeyboardInterrupt:
             stop_reason = "aborted: in-flight rounds are marked abandoned at the next start"
             raise
         finally:
             rt.tree.end_run(run_id, rt.stats.rounds_done, stop_reason)
             summary = summarise(rt, stop_reason, time.monotonic() - started)
+            artifacts.finish(rt.tree, summary, str(exp.storage_dir / "report.html"))
             publish(rt)
             close_runtime(rt)
+    logger.info("%s", search_summary_line(summary))
     if progress:
         print_summary(summary)
     return summary
