@@ -225,13 +225,24 @@ def cmd_reeval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rounds(text: str) -> int:
+    """Parses --rounds: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="evolveflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run (or continue) a search")
     run.add_argument("experiment", help="name under experiments/ or a path to an experiment folder")
-    run.add_argument("--rounds", type=int, required=True, help="rounds to run in this invocation")
+    run.add_argument("--rounds", type=_rounds, required=True, help="rounds to run in this invocation")
     run.add_argument("--sample-n", type=int, help="pipeline.sample_n: parent + inspirations per round")
     run.add_argument("--eval-script", help="evaluation.script: an executable called with the candidate's path")
     run.add_argument("--config", type=Path, help="a YAML file merged after the experiment's config.yaml")
