@@ -28,6 +28,7 @@ def test_every_deployment_points_at_a_flow_with_matching_parameters():
         assert deployment["work_pool"]["name"] in pools
         for schedule in deployment["schedules"]:
             CronSchedule(cron=schedule["cron"], timezone=schedule.get("timezone"))
+        assert deployment["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
 
 
 @pytest.mark.usefixtures("prefect_server")
@@ -47,3 +48,6 @@ def test_prefect_deploy_all_registers_the_scheduled_deployment():
         assert deployment.parameters == {"experiment": "circle_packing", "rounds": 30}
         assert [s.schedule.cron for s in deployment.schedules] == ["0 18 * * *"]
         assert deployment.work_pool_name == "evolveflow-local"
+        # one search per experiment: an overlapping run is cancelled, not Failed with a traceback
+        assert deployment.global_concurrency_limit.limit == 1
+        assert deployment.concurrency_options.collision_strategy.value == "CANCEL_NEW"
