@@ -236,6 +236,23 @@ def _rounds(text: str) -> int:
     return value
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from evolveflow.morning_report import write_html_report
+    from evolveflow.search_lock import is_locked
+    from storage.tree import TreeStore
+
+    exp = load_experiment(args.experiment)
+    if is_locked(exp.lock_path):
+        raise CliError(f"a search on {exp.name} is running and holds its tree; it writes "
+                       f"{exp.storage_dir / 'report.html'} when it ends (`evolveflow status {exp.name}` works meanwhile)")
+    if not exp.tree_path.exists():
+        raise CliError(f"{exp.name} has not been run yet: evolveflow run {exp.name} --rounds 10")
+    with TreeStore(exp.tree_path, read_only=True, lock_wait_s=5) as tree:
+        path = write_html_report(tree, exp.name, Path(args.output or exp.storage_dir / "report.html"))
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, self-contained: open it in any browser, offline)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="evolveflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -278,6 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("query")
     sql.add_argument("--json", action="store_true", help="print the rows as JSON")
     sql.set_defaults(func=cmd_sql)
+
+    report = sub.add_parser("report", help="write the morning report: one self-contained HTML file")
+    report.add_argument("experiment")
+    report.add_argument("-o", "--output", type=Path, help="the HTML file (default runs/EXP/report.html)")
+    report.set_defaults(func=cmd_report)
 
     reeval = sub.add_parser("reeval", help="re-evaluate nodes whose evaluator failed (infra_failed)")
     reeval.add_argument("experiment")
