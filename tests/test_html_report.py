@@ -184,3 +184,13 @@ def test_the_report_renders_in_headless_chromium_without_console_errors(which, s
     assert "Uncaught" not in log and ":CONSOLE" not in log, log[-3000:]  # any page console message
     assert "<script>alert" not in dom
     assert shot.stat().st_size > 50_000
+
+
+def test_an_empty_tree_and_a_failed_root_still_render(tmp_path):
+    with TreeStore(tmp_path / "tree.duckdb") as tree:
+        empty = write_html_report(tree, "empty", tmp_path / "empty.html").read_text()
+        tree.finish_node(Node(id=1, parent_id=None, round=0, code="x", code_hash="h",
+                              status=Status.CANDIDATE_ERROR, error="SyntaxError: boom"))
+        failed = write_html_report(tree, "failed", tmp_path / "failed.html").read_text()
+    assert "<b>0</b> nodes" in empty and "no LLM calls recorded" in empty
+    assert "best score <b>-</b>" in failed and "SyntaxError: boom" in failed
