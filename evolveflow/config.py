@@ -179,6 +179,13 @@ class PromptsConfig(Section):
     system_message: str | None = None  # replaces the system prompt (OpenEvolve's prompt.system_message)
 
 
+class AlertsConfig(Section):
+    """Where a search that fails or crashes is reported (a JSON POST; None: nowhere)."""
+
+    webhook_url: str | None = Field(None, pattern=r"^https?://")
+    timeout_s: float = Field(10.0, gt=0)
+
+
 class Config(Section):
     """Every setting of a search, with its default."""
 
@@ -193,6 +200,7 @@ class Config(Section):
     stop: StopConfig = Field(default_factory=StopConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
 
 
 def deep_merge(base: dict, update: dict) -> dict:

@@ -1,20 +1,22 @@
 """The search flow: open the experiment, run rounds concurrently, publish a summary."""
 from __future__ import annotations
 
+import json
 import os
 import time
+import urllib.request
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
 from prefect.states import Failed
 
 from evolveflow.edits import code_hash
 from evolveflow.evaluation import check_evaluator
 from evolveflow.experiment import load_experiment
-from evolveflow.morning_report import write_report_at_end
 from evolveflow.config import ConfigError
 from evolveflow.progress import print_round, print_summary
 from evolveflow.records import Candidate, Node, Status
@@ -47,10 +49,65 @@ def check_api_key(api) -> None:
 
 def search_run_name() -> str:
     """Names a search run for its experiment and start time, e.g. circle_packing-2026-12-01T04-30-00Z."""
-    from prefect.runtime import flow_run
-
     experiment = Path(str(flow_run.parameters.get("experiment") or "search")).name
     return f"{experiment}-{datetime.now(timezone.utc):%Y-%m-%dT%H-%M-%SZ}"
+
+
+# ---- alerts: a search that fails or crashes POSTs JSON to alerts.webhook_url -------------------
+
+_ALERT_TARGETS: dict[str, tuple[str, float]] = {}  # flow run id -> (webhook url, timeout), once loaded
+
+
+def post_alert(url: str, payload: dict[str, Any], timeout_s: float) -> None:
+    """POSTs the payload as JSON to the webhook."""
+    request = urllib.request.Request(url, data=json.dumps(payload, default=str).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        response.read()
+
+
+def remember_alert_target(config, flow_run_id: str | None) -> None:
+    """Keeps the configured webhook for the hooks, which run after the flow's own code."""
+    if config.alerts.webhook_url and flow_run_id:
+        _ALERT_TARGETS[str(flow_run_id)] = (config.alerts.webhook_url, config.alerts.timeout_s)
+
+
+def _alert_target(flow_run) -> tuple[str, float] | None:
+    target = _ALERT_TARGETS.pop(str(flow_run.id), None)
+    if target is not None:
+        return target
+    p = flow_run.parameters or {}
+    try:  # the search failed before it read its config: read it now (a broken config: no alert)
+        exp = load_experiment(p["experiment"], Path(p["root"]) if p.get("root") else None,
+                              Path(p["config_file"]) if p.get("config_file") else None, p.get("overrides"))
+    except Exception:  # noqa: BLE001
+        return None
+    alerts = exp.config.alerts
+    return (alerts.webhook_url, alerts.timeout_s) if alerts.webhook_url else None
+
+
+def send_alert(flow, flow_run, state) -> None:
+    """Flow hook (on_failure, on_crashed): tells the webhook which search stopped and why."""
+    target = _alert_target(flow_run)
+    if target is None:
+        return
+    payload = {
+        "event": f"evolveflow.search.{state.type.value.lower()}",
+        "experiment": (flow_run.parameters or {}).get("experiment"),
+        "flow_run_id": str(flow_run.id), "flow_run_name": flow_run.name,
+        "state": state.name, "stop_reason": state.message,
+    }
+    try:
+        post_alert(target[0], payload, target[1])
+    except Exception as exc:  # noqa: BLE001 - an alert that cannot be sent is logged, never raised
+        from prefect.logging import get_logger
+
+        get_logger("evolveflow").warning("could not send the alert to %s: %s: %s", target[0], type(exc).__name__, exc)
+
+
+def forget_alert_target(flow, flow_run, state) -> None:
+    """Flow hook (on_completion, on_cancellation): nothing to report."""
+    _ALERT_TARGETS.pop(str(flow_run.id), None)
 
 
 def check_rounds(rounds: Any) -> None:
@@ -60,7 +117,9 @@ def check_rounds(rounds: Any) -> None:
 
 
 @flow(name="evolve-search", flow_run_name=search_run_name, validate_parameters=False,
-      persist_result=True, result_serializer="json")
+      persist_result=True, result_serializer="json",
+      on_failure=[send_alert], on_crashed=[send_alert],
+      on_completion=[forget_alert_target], on_cancellation=[forget_alert_target])
 def evolve_search(
     experiment: str,
     rounds: int,
@@ -95,13 +154,16 @@ def search(experiment: str, rounds: int, config_file: str | None, overrides: dic
             get_run_logger().info(notice)
     started = time.monotonic()
     logger = get_run_logger()
+    remember_alert_target(exp.config, flow_run.get_id())
     run_tags = (experiment_tag(exp.name), pid_tag())
     with SearchLock(exp.lock_path):
         rt = open_runtime(exp, on_round=print_round if progress else None)
         run_id = uuid.uuid4().hex[:12]
         rt.tree.start_run(run_id, rounds, os.getpid())
         if rt.tree.close_dead_runs(run_id):  # we hold the lock: whoever left a run open is dead
-            crash_dead_flow_runs(exp.name, logger)
+            crashed = crash_dead_flow_runs(exp.name, logger)
+            if crashed and exp.config.alerts.webhook_url:  # a kill -9 runs no hook: say it now
+                alert_found_crashed(exp, crashed)
         tag_current_flow_run(run_tags)
         artifacts = ArtifactPublisher(exp.name, rounds, logger)
         artifacts.start()
@@ -117,12 +179,21 @@ def search(experiment: str, rounds: int, config_file: str | None, overrides: dic
             summary = summarise(rt, stop_reason, time.monotonic() - started)
             artifacts.finish(rt.tree, summary, str(exp.storage_dir / "report.html"))
             publish(rt)
-            write_report_at_end(rt.tree, exp.name, exp.storage_dir / "report.html")
             close_runtime(rt)
     logger.info("%s", search_summary_line(summary))
     if progress:
         print_summary(summary)
     return summary
+
+
+def alert_found_crashed(exp, crashed: list[str]) -> None:
+    """Reports flow runs of a search that died without a word (kill -9, power loss), found at restart."""
+    payload = {"event": "evolveflow.search.crashed", "experiment": exp.name, "flow_run_names": crashed,
+               "stop_reason": "the search process died; found when the next search started"}
+    try:
+        post_alert(exp.config.alerts.webhook_url, payload, exp.config.alerts.timeout_s)
+    except Exception as exc:  # noqa: BLE001
+        get_run_logger().warning("could not send the alert: %s: %s", type(exc).__name__, exc)
 
 
 def prepare(rt: Runtime) -> None:

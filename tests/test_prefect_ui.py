@@ -210,10 +210,10 @@ def test_artifacts_leaderboard_best_progress_and_summary_are_keyed_per_experimen
 
 
 @pytest.mark.usefixtures("prefect_server")
-def test_runs_a_dead_search_left_running_are_set_to_crashed(tmp_path):
+def test_runs_a_dead_search_left_running_are_set_to_crashed(tmp_path, webhook):
     from prefect.states import Running
 
-    demo(tmp_path)
+    with_webhook(demo(tmp_path), webhook)
     run(tmp_path, 1)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -229,6 +229,8 @@ def test_runs_a_dead_search_left_running_are_set_to_crashed(tmp_path):
         assert c.read_flow_run(left.id).state.is_crashed()
         assert c.read_flow_run(alive.id).state.is_running()  # its process lives: not ours to end
         c.set_flow_run_state(alive.id, _cancelled(), force=True)
+    # a kill -9 runs no hook: the alert is sent when the next search finds what it left
+    assert [(a["event"], a["flow_run_names"]) for a in webhook.received] == [("evolveflow.search.crashed", ["demo-round-2"])]
 
 
 def _flow(name: str):
@@ -255,3 +257,60 @@ def test_rounds_below_one_is_a_failed_run_with_one_line(tmp_path, rounds):
     assert state.is_failed()
     assert state.message == f"rounds must be a whole number of at least 1, got {rounds!r}"
     assert not (tmp_path / "runs" / "demo" / "tree.duckdb").exists()
+
+
+# ---- alerts ------------------------------------------------------------------------------------
+
+class Webhook:
+    """A loopback HTTP server that records the JSON bodies POSTed to it."""
+
+    def __init__(self):
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, HTTPServer
+
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def webhook():
+    hook = Webhook()
+    yield hook
+    hook.server.shutdown()
+
+
+def with_webhook(exp: Path, hook: Webhook) -> Path:
+    (exp / "config.yaml").write_text((exp / "config.yaml").read_text() + f"\nalerts:\n  webhook_url: {hook.url}\n")
+    return exp
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_failed_search_posts_its_stop_reason_to_the_webhook(tmp_path, webhook):
+    exp = with_webhook(demo(tmp_path), webhook)
+    (exp / "initial_program.py").write_text("def approximate(x):\n    return 1 / 0\n")
+    state = run(tmp_path, 2, return_state=True)
+    assert state.is_failed()
+    [alert] = webhook.received
+    assert alert["event"] == "evolveflow.search.failed" and alert["experiment"] == "demo"
+    assert alert["state"] == "Failed" and "did not evaluate (candidate_error)" in alert["stop_reason"]
+    assert alert["flow_run_name"].startswith("demo-20")
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_completed_search_sends_no_alert(tmp_path, webhook):
+    with_webhook(demo(tmp_path), webhook)
+    run(tmp_path, 1)
+    assert webhook.received == []
