@@ -53,7 +53,8 @@ def progress(data: ReportData) -> go.Figure:
                              line=dict(color="#1f77b4", width=2)), 1, 1)
     fig.update_layout(**_LAYOUT, height=520)
     fig.update_yaxes(title_text="score", row=1, col=1)
-    fig.update_yaxes(categoryorder="array", categoryarray=list(reversed(STATUSES)), row=2, col=1)
+    present = [s for s in reversed(STATUSES) if any(n.status == s for n in data.nodes)]
+    fig.update_yaxes(categoryorder="array", categoryarray=present, range=[-0.5, max(len(present), 2) - 0.5], row=2, col=1)
     fig.update_xaxes(title_text="round", row=2, col=1)
     return fig
 
