@@ -2,23 +2,50 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import evolveflow  # noqa: F401  (quiet, offline defaults before Prefect loads)
-from flows.search import evolve_search
 
 
-def main() -> None:
+def server_problem() -> str | None:
+    """Returns why serving cannot work here (no server to schedule on), or None."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        return ("serving needs a running Prefect server (the temporary one cannot schedule): start one with "
+                "`prefect server start --host 127.0.0.1 --port 4200` and export "
+                "PREFECT_API_URL=http://127.0.0.1:4200/api")
+    with get_client(sync_client=True) as client:
+        error = client.api_healthcheck()
+    if error is not None:
+        return (f"no Prefect server answers at {url} ({type(error).__name__}): start it with "
+                "`prefect server start --host 127.0.0.1 --port 4200` or fix PREFECT_API_URL")
+    return None
+
+
+def main() -> int:
     """Serves evolve-search for one experiment on a cron schedule until interrupted."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("experiment")
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--cron", default="0 18 * * *")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"argument --rounds: must be at least 1, got {args.rounds}")
+    problem = server_problem()
+    if problem:
+        print(f"serve.py: error: {problem}", file=sys.stderr)
+        return 2
+    from flows.search import evolve_search
+
     evolve_search.serve(
         name=f"{args.experiment}-scheduled", cron=args.cron,
         parameters={"experiment": args.experiment, "rounds": args.rounds},
     )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -51,3 +51,16 @@ def test_prefect_deploy_all_registers_the_scheduled_deployment():
         # one search per experiment: an overlapping run is cancelled, not Failed with a traceback
         assert deployment.global_concurrency_limit.limit == 1
         assert deployment.concurrency_options.collision_strategy.value == "CANCEL_NEW"
+
+
+@pytest.mark.parametrize("api_url", [None, "http://127.0.0.1:9/api"])
+def test_serve_without_a_reachable_server_exits_2_saying_what_to_start(tmp_path, api_url):
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path)
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    done = subprocess.run([sys.executable, str(REPO / "deployments" / "serve.py"), "circle_packing"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.startswith("serve.py: error: ") and "prefect server start" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
