@@ -228,7 +228,8 @@ def test_runs_a_dead_search_left_running_are_set_to_crashed(tmp_path, webhook):
     with client() as c:
         assert c.read_flow_run(left.id).state.is_crashed()
         assert c.read_flow_run(alive.id).state.is_running()  # its process lives: not ours to end
-        c.set_flow_run_state(alive.id, _cancelled(), force=True)
+        for stand_in in (left, alive):  # other tests count round runs: leave none of these behind
+            c.delete_flow_run(stand_in.id)
     # a kill -9 runs no hook: the alert is sent when the next search finds what it left
     assert [(a["event"], a["flow_run_names"]) for a in webhook.received] == [("evolveflow.search.crashed", ["demo-round-2"])]
 
@@ -241,12 +242,6 @@ def _flow(name: str):
         """A flow object with the round flow's name, to create runs of it."""
 
     return stand_in
-
-
-def _cancelled():
-    from prefect.states import Cancelled
-
-    return Cancelled(message="test cleanup")
 
 
 @pytest.mark.usefixtures("prefect_server")
