@@ -17,6 +17,7 @@ from prefect.states import Failed
 from evolveflow.edits import code_hash
 from evolveflow.evaluation import check_evaluator
 from evolveflow.experiment import load_experiment
+from evolveflow.morning_report import write_report_at_end
 from evolveflow.config import ConfigError
 from evolveflow.progress import print_round, print_summary
 from evolveflow.records import Candidate, Node, Status
@@ -179,6 +180,7 @@ def search(experiment: str, rounds: int, config_file: str | None, overrides: dic
             summary = summarise(rt, stop_reason, time.monotonic() - started)
             artifacts.finish(rt.tree, summary, str(exp.storage_dir / "report.html"))
             publish(rt)
+            write_report_at_end(rt.tree, exp.name, exp.storage_dir / "report.html")
             close_runtime(rt)
     logger.info("%s", search_summary_line(summary))
     if progress:
