@@ -24,7 +24,19 @@ OFFLINE_DEFAULTS = {
 }
 
 
+# With a real Prefect server (PREFECT_API_URL set: the user's `prefect server`, or a worker running a
+# deployment) each round's log line must reach the UI, while the console stays as quiet as before.
+WITH_A_SERVER = {
+    "PREFECT_LOGGING_TO_API_ENABLED": "true",
+    "PREFECT_LOGGING_LEVEL": "INFO",
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
+}
+
+
 def apply_offline_defaults() -> None:
     """Set quiet, offline defaults for the stack unless the user already chose a value."""
+    if os.environ.get("PREFECT_API_URL"):
+        for key, value in WITH_A_SERVER.items():
+            os.environ.setdefault(key, value)
     for key, value in OFFLINE_DEFAULTS.items():
         os.environ.setdefault(key, value)

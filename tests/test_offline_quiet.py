@@ -38,3 +38,19 @@ def test_embedding_model_and_litellm_open_no_outside_connection(tmp_path):
     outside = [line for line in log.read_text().splitlines()
                if "sin_addr" in line and 'inet_addr("127.' not in line or "events.data" in line]
     assert outside == [], outside[:5]
+
+
+def test_with_a_real_server_round_logs_go_to_the_api_and_the_console_stays_quiet(monkeypatch):
+    from evolveflow.quiet import apply_offline_defaults
+
+    keys = ("PREFECT_LOGGING_TO_API_ENABLED", "PREFECT_LOGGING_LEVEL", "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL")
+    for key in keys:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    apply_offline_defaults()
+    assert os.environ["PREFECT_LOGGING_TO_API_ENABLED"] == "false"  # the temporary server dies with us
+    for key in keys:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+    apply_offline_defaults()
+    assert [os.environ[k] for k in keys] == ["true", "INFO", "WARNING"]

@@ -48,7 +48,7 @@ def night(tmp_path_factory):
     env.update({
         "PREFECT_HOME": str(base / "prefect-home"), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "PREFECT_CLI_PROMPT": "false",
-        "PREFECT_LOGGING_TO_API_ENABLED": "true", "PREFECT_LOGGING_LEVEL": "INFO",
+        # No logging settings: evolveflow's own defaults must send the round lines to the server.
         "PREFECT_WORKER_QUERY_SECONDS": "2",
         "PWD": str(work),  # prefect.yaml pulls into {{ $PWD }}: the copy, not the working tree
     })
