@@ -225,6 +225,13 @@ def cmd_reeval(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2), like every other evolveflow error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"evolveflow: error: {message} (see: {self.prog} --help)\n")
+
+
 def _rounds(text: str) -> int:
     """Parses --rounds: a whole number of at least 1."""
     try:
@@ -254,7 +261,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="evolveflow", description=__doc__)
+    parser = _Parser(prog="evolveflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run (or continue) a search")
