@@ -12,7 +12,7 @@ from tests.support.peer_folders import (ASI_DEMO_CONFIG, ASI_ROOT_CONFIG, OPENEV
 
 def test_our_top_level_keys_are_the_documented_ones():
     assert NATIVE_TOP_LEVEL == {"initial_program", "api", "pipeline", "database", "cognition", "evaluation",
-                                "tasks", "storage", "stop", "dedup", "prompts"}
+                                "tasks", "storage", "stop", "dedup", "prompts", "alerts"}
     assert "database.sampling.island.num_islands" in NATIVE_PATHS and "api" not in NATIVE_PATHS
 
 
