@@ -78,8 +78,9 @@ def find_experiment_dir(name_or_path: str, root: Path) -> Path:
     for candidate in candidates:
         if candidate.is_dir():
             return candidate.resolve()
+    looked = list(dict.fromkeys(str(c.resolve()) for c in candidates))  # an absolute path is both
     raise ExperimentError(
-        f"no experiment '{name_or_path}': looked for {candidates[0]} and {candidates[1].resolve()}. "
+        f"no experiment '{name_or_path}': looked for {' and '.join(looked)}. "
         f"Create one with: evolveflow init {Path(name_or_path).name}"
     )
 

@@ -94,3 +94,15 @@ def test_missing_experiment_pieces_are_named(tmp_path):
     write(exp / "config.yaml", "evaluation:\n  script: missing.sh\n")
     with pytest.raises(ExperimentError, match="evaluation.script = missing.sh: no such file"):
         load_experiment("demo", tmp_path)
+
+
+def test_a_missing_experiment_names_each_place_looked_once(tmp_path):
+    import pytest as _pytest
+
+    from evolveflow.experiment import ExperimentError, find_experiment_dir
+
+    missing = tmp_path / "nowhere"
+    with _pytest.raises(ExperimentError, match=rf"looked for {missing}\. Create one"):
+        find_experiment_dir(str(missing), tmp_path)
+    with _pytest.raises(ExperimentError, match=rf"looked for {tmp_path}/experiments/demo and .*/demo\. Create"):
+        find_experiment_dir("demo", tmp_path)
