@@ -12,6 +12,7 @@ working directory, and EVOLVEFLOW_PYTHON / EVOLVEFLOW_SEED. Classification: see 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import shutil
 import stat
@@ -24,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from evolveflow.evaluation import adapters, sandbox
 from evolveflow.evaluation.adapters import CHANNEL_FD, EvaluatorAdapter, Finished
-from evolveflow.evaluation.contract import Verdict
+from evolveflow.evaluation.contract import Verdict, last_lines
 from evolveflow.records import EvalResult, Outcome
 
 HARNESS_PATH = Path(__file__).resolve().with_name("harness.py")
@@ -79,9 +80,9 @@ class EvaluatorSpec(BaseModel):
         """True when the evaluator is a Python file run by evolveflow's harness."""
         return self.resolved_contract != "asi" and self.path.suffix == ".py"
 
-    @property
+    @functools.cached_property
     def resolved_contract(self) -> str:
-        """The contract in use: the configured one, or the one detected from the evaluator file."""
+        """The contract in use: the configured one, or the one detected from the evaluator file (read once)."""
         return adapters.detect_contract(self.path) if self.contract == "auto" else self.contract
 
     @property
@@ -171,7 +172,6 @@ def contract_check_detail(done: sandbox.Completed) -> str:
         return first + (f"\n{rest}" if rest and not first.endswith("evaluation.pythonpath") else "")
     if done.exit_code is None or done.killed_reason:
         return done.killed_reason or "the check did not finish"
-    from evolveflow.evaluation.contract import last_lines
     return last_lines(text) or f"exit status {done.exit_code}"
 
 
