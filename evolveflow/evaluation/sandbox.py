@@ -68,11 +68,14 @@ if not config["keep_alive_fd"]:
     os.close(config["alive_fd"])
 command = sys.argv[2:]
 report_fd = config.get("report_fd")
+launcher = os.getpid()
 child = os.fork() if report_fd is not None else 0
 if child == 0:
     if report_fd is not None:
         os.close(report_fd)  # the evaluator and everything it starts never hold the report channel
         die_with_parent()
+        if os.getppid() != launcher:  # the launcher died before the signal was armed: do not start
+            os._exit(75)
     try:
         os.execv(command[0], command)
     except OSError as exc:
