@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from evolveflow.abort import SearchAborted
 from evolveflow.experiment import load_experiment
 from evolveflow.user_errors import is_user_error
 
@@ -345,6 +346,22 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(lines)
 
 
+def _exit_leaving_rounds(code: int) -> None:
+    """Exits now, leaving aborted rounds' daemon threads (blocked on an LLM reply) as they are.
+
+    Exit handlers run (Prefect stops its temporary server, flushes logs); interpreter teardown,
+    which would make DuckDB's bindings report the objects those threads still hold, does not.
+    """
+    import atexit
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; user errors print one line and exit 2."""
     args = build_parser().parse_args(argv)
@@ -353,6 +370,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `evolveflow best X | head`: the reader has gone, nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
         return 0
+    except SearchAborted as exc:  # the second Ctrl-C: the summary is printed already
+        print(f"evolveflow: {exc}", file=sys.stderr)
+        _exit_leaving_rounds(130)
     except Exception as exc:
         # Known user-facing failures, from here or deeper layers, carry clear messages of their own.
         if not is_user_error(exc):
@@ -361,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("evolveflow: interrupted", file=sys.stderr)
-        return 130
+        _exit_leaving_rounds(130)
 
 
 if __name__ == "__main__":

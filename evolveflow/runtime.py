@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
+from evolveflow.abort import Aborted
 from evolveflow.config import Config
 from evolveflow.evaluation import EvaluatorSpec
 from evolveflow.evaluator_spec import evaluator_spec
@@ -18,6 +19,7 @@ from evolveflow.experiment import Experiment
 from evolveflow.llm.offline import register_offline_provider
 from evolveflow.near_duplicates import NearDuplicateIndex
 from evolveflow.prompts import Templates, load_templates
+from evolveflow.records import Sampled
 from evolveflow.samplers import Sampler, make_sampler
 from storage.embeddings import load_embedder
 from storage.memory import MemoryStore
@@ -68,6 +70,11 @@ class Runtime:
     unused_analysis: dict[int, list] = field(default_factory=dict)  # empty analyst replies; persist adds them
     # Counters shared by concurrent rounds (stats, identical_confirmations) change under this lock.
     stats_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Rounds sampled and not yet persisted, by node id: what an abort records as abandoned.
+    in_flight: dict[int, Sampled] = field(default_factory=dict)
+    # Set by abort(): evaluators are killed, no round starts a further stage or writes the tree.
+    aborted: threading.Event = field(default_factory=threading.Event)
+    abort_reason: str = ""
 
     @property
     def config(self) -> Config:
@@ -75,6 +82,17 @@ class Runtime:
 
     def next_node_id(self) -> int:
         return next(self._ids)
+
+    def abort(self, reason: str) -> None:
+        """Stops every round in flight at its next step; running evaluators are killed."""
+        if not self.aborted.is_set():
+            self.abort_reason = reason
+            self.aborted.set()
+
+    def check_abort(self) -> None:
+        """Raises Aborted once the search was aborted."""
+        if self.aborted.is_set():
+            raise Aborted(f"the search was aborted ({self.abort_reason})")
 
 
 _ACTIVE: dict[str, Runtime] = {}

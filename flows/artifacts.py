@@ -10,7 +10,7 @@ import os
 import re
 import socket
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from evolveflow.records import Node
 
@@ -252,31 +252,49 @@ def crash_dead_flow_runs(experiment: str, logger=None) -> list[str]:
     Round flow runs have no heartbeats (flows/rounds.py), so nothing else would ever end them.
     Only runs whose pid tag names a dead process of this host are touched. Returns their names.
     """
+    from prefect.states import Crashed
+
+    return end_running_flow_runs(
+        experiment, ["evolve-search", "evolve-round"], dead_process,
+        lambda: Crashed(message="the search process died while this run was in flight; "
+                                "a later search of the experiment found it"),
+        "of a dead search to Crashed", logger)
+
+
+def cancel_own_round_runs(experiment: str, reason: str, logger=None) -> list[str]:
+    """Sets to Cancelled the RUNNING round flow runs of this process (an aborted search's rounds)."""
+    from prefect.states import Cancelled
+
+    own = pid_tag()
+    return end_running_flow_runs(experiment, ["evolve-round"], lambda tags: own in tags,
+                                 lambda: Cancelled(message=reason), "in flight to Cancelled", logger)
+
+
+def end_running_flow_runs(experiment: str, flow_names: Sequence[str], select: Callable[[Sequence[str]], bool],
+                          new_state: Callable[[], Any], what: str, logger=None) -> list[str]:
+    """Forces the RUNNING flow runs of the experiment whose tags `select` accepts into new_state()."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (FlowFilter, FlowFilterName, FlowRunFilter,
                                                 FlowRunFilterState, FlowRunFilterStateType,
                                                 FlowRunFilterTags)
     from prefect.client.schemas.objects import StateType
-    from prefect.states import Crashed
 
-    crashed: list[str] = []
+    ended: list[str] = []
     try:
         with get_client(sync_client=True) as client:
             runs = client.read_flow_runs(
-                flow_filter=FlowFilter(name=FlowFilterName(any_=["evolve-search", "evolve-round"])),
+                flow_filter=FlowFilter(name=FlowFilterName(any_=list(flow_names))),
                 flow_run_filter=FlowRunFilter(
                     state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING])),
                     tags=FlowRunFilterTags(all_=[experiment_tag(experiment)])),
                 limit=200)
             for run in runs:
-                if dead_process(run.tags):
-                    client.set_flow_run_state(
-                        run.id, Crashed(message="the search process died while this run was in flight; "
-                                                "a later search of the experiment found it"), force=True)
-                    crashed.append(run.name)
-    except Exception as exc:  # noqa: BLE001 - the tree is already repaired; the UI is a view
+                if select(run.tags):
+                    client.set_flow_run_state(run.id, new_state(), force=True)
+                    ended.append(run.name)
+    except Exception as exc:  # noqa: BLE001 - the tree is already right; the UI is a view
         if logger is not None:
-            logger.warning("could not mark flow runs of a dead search as Crashed: %s: %s", type(exc).__name__, exc)
-    if crashed and logger is not None:
-        logger.warning("set %d flow run(s) of a dead search to Crashed: %s", len(crashed), ", ".join(crashed))
-    return crashed
+            logger.warning("could not set flow runs %s: %s: %s", what, type(exc).__name__, exc)
+    if ended and logger is not None:
+        logger.warning("set %d flow run(s) %s: %s", len(ended), what, ", ".join(ended))
+    return ended

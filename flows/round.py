@@ -4,10 +4,12 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
-from prefect import Task, flow, get_run_logger
+from prefect import State, Task, flow, get_run_logger
+from prefect.states import Cancelled
 
+from evolveflow.abort import Aborted
 from evolveflow.llm.client import LLMError
 from evolveflow.records import Candidate, LLMCall, Node, Scored, Status
 from evolveflow.runtime import Runtime, get_runtime
@@ -52,13 +54,15 @@ def round_tasks(rt: Runtime) -> RoundTasks:
 
 
 class Stopwatch:
-    """Wall time per stage of a round."""
+    """Wall time per stage of a round; before_stage() runs as each stage starts."""
 
-    def __init__(self) -> None:
+    def __init__(self, before_stage: Callable[[], None] = lambda: None) -> None:
         self.seconds: dict[str, float] = {}
+        self.before_stage = before_stage
 
     @contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
+        self.before_stage()
         start = time.perf_counter()
         try:
             yield
@@ -67,11 +71,22 @@ class Stopwatch:
 
 
 @flow(name="evolve-round", flow_run_name="{experiment}-round-{round_no}", validate_parameters=False)
-def evolve_round(search_id: str, round_no: int, experiment: str = "") -> dict:
-    """Runs one round and returns what it produced (`experiment` names the run; the runtime is the search's)."""
+def evolve_round(search_id: str, round_no: int, experiment: str = "") -> dict | State:
+    """Runs one round and returns what it produced (`experiment` names the run; the runtime is the search's).
+
+    A round of an aborted search ends Cancelled (the search records it as abandoned).
+    """
+    try:
+        return run_round(search_id, round_no)
+    except Aborted as exc:
+        return Cancelled(message=str(exc), data=exc)
+
+
+def run_round(search_id: str, round_no: int) -> dict:
+    """sample → retrieve → generate → evaluate → analyze → persist, timed per stage."""
     rt = get_runtime(search_id)
     t = round_tasks(rt)
-    clock = Stopwatch()
+    clock = Stopwatch(rt.check_abort)  # an aborted search stops its rounds between stages
     with clock("sample"):
         sampled = t.sample(search_id, round_no)
     with clock("retrieve"):

@@ -4,11 +4,14 @@ from __future__ import annotations
 import contextvars
 import os
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from typing import Any, Callable
 
 from prefect import get_run_logger, tags
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
+from evolveflow.abort import Aborted
 from evolveflow.runtime import Runtime
 from evolveflow.stopping import Progress, stop_reason
 from flows.artifacts import ArtifactPublisher
@@ -43,6 +46,11 @@ class RoundLoop:
         self.interrupted = signal_name
         print(f"\n{signal_name}: stopping after the rounds in flight (send it again to abort them)", flush=True)
 
+    def abort(self, signal_name: str) -> None:
+        """Aborts the rounds in flight: evaluators are killed, the loop returns within 0.5 s."""
+        self.rt.abort(f"second {signal_name}")
+        print(f"\n{signal_name} again: aborting the rounds in flight", flush=True)
+
     def progress(self) -> Progress:
         usage = self.rt.tree.usage_totals()
         spent = None
@@ -60,12 +68,13 @@ class RoundLoop:
         # Round flows run without Prefect heartbeats (they cost ~0.9 s per flow run here); a
         # crash is detected by the search itself: pending nodes are marked abandoned at restart.
         with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}), \
-                stop_on_signals(self.request_stop), \
-                ThreadPoolExecutor(max_workers=workers, thread_name_prefix="round") as pool:
+                stop_on_signals(self.request_stop, self.abort):
             in_flight: set[Future] = set()
             next_round = self.first
             experiment = self.rt.experiment.name
             while True:
+                if self.rt.aborted.is_set():  # the rounds in flight are left to die with the process
+                    return f"aborted ({self.rt.abort_reason})"
                 if self.interrupted and reason is None:
                     reason = "interrupted"
                 while reason is None and len(in_flight) < workers:
@@ -77,8 +86,8 @@ class RoundLoop:
                         record_issued(self.rt, next_round)  # a round killed before its node keeps its number
                         with tags(*self.run_tags):
                             context = contextvars.copy_context()  # rounds stay subflows of the search
-                        in_flight.add(pool.submit(context.run, evolve_round, self.rt.search_id, next_round,
-                                                  experiment=experiment))
+                        in_flight.add(in_daemon_thread(f"round-{next_round}", context.run, evolve_round,
+                                                       self.rt.search_id, next_round, experiment=experiment))
                         next_round += 1
                 if not in_flight:
                     return reason or "rounds"
@@ -92,6 +101,8 @@ class RoundLoop:
         rt = self.rt
         try:
             summary = future.result()
+        except Aborted:  # the search is being aborted: its rounds in flight are recorded together
+            return
         except Exception as exc:  # a round that failed outside its tasks' handling: keep going
             self.logger.error("round failed: %s: %s", type(exc).__name__, exc)
             rt.stats.count("round_failed")
@@ -111,6 +122,29 @@ class RoundLoop:
             self.artifacts.after_round(rt.tree, rt.stats.rounds_done)
         if rt.on_round:
             rt.on_round({**summary, "best": self.best})
+
+
+def in_daemon_thread(name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+    """Runs fn in a new daemon thread and returns its future.
+
+    Not a ThreadPoolExecutor: its threads are joined at interpreter exit, so an aborted search
+    would wait for a round blocked on the LLM (up to api.timeout_s). A round lasts seconds, a
+    thread start microseconds.
+    """
+    future: Future = Future()
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever reads the future
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
 
 
 def issued_path(rt: Runtime):

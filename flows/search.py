@@ -12,8 +12,9 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
-from prefect.states import Failed
+from prefect.states import Cancelled, Failed
 
+from evolveflow.abort import SearchAborted
 from evolveflow.edits import code_hash
 from evolveflow.evaluation import check_evaluator
 from evolveflow.experiment import load_experiment
@@ -24,13 +25,13 @@ from evolveflow.records import Candidate, Node, Status
 from evolveflow.runtime import Runtime, close_runtime, open_runtime
 from evolveflow.search_lock import SearchLock
 from evolveflow.user_errors import is_user_error, without_traceback
-from flows.artifacts import (ArtifactPublisher, crash_dead_flow_runs, experiment_tag, pid_tag,
+from flows.artifacts import (ArtifactPublisher, cancel_own_round_runs, crash_dead_flow_runs, experiment_tag, pid_tag,
                              search_summary_line, tag_current_flow_run)
 from flows.round import round_tasks
 from flows.rounds import RoundLoop, first_round, publish
 from storage.knowledge_files import load_knowledge_dir
 from tasks.evaluate import InfraError, infra_failed
-from tasks.persist import final_node, save
+from tasks.persist import final_node, record_abandoned, save
 
 
 class InitialProgramFailed(Exception):
@@ -137,7 +138,10 @@ def evolve_search(
     """
     try:
         check_rounds(rounds)
-        return search(experiment, rounds, config_file, overrides, root, progress)
+        summary = search(experiment, rounds, config_file, overrides, root, progress)
+        if summary["stop_reason"].startswith("aborted"):  # a second Ctrl-C or SIGTERM
+            return Cancelled(message=summary["stop_reason"], data=SearchAborted(summary["stop_reason"]))
+        return summary
     except Exception as exc:
         if not is_user_error(exc):
             raise
@@ -172,10 +176,13 @@ def search(experiment: str, rounds: int, config_file: str | None, overrides: dic
         try:
             prepare(rt)
             stop_reason = RoundLoop(rt, first_round(rt), rounds, artifacts, run_tags).run()
-        except KeyboardInterrupt:
-            stop_reason = "aborted: in-flight rounds are marked abandoned at the next start"
+        except KeyboardInterrupt:  # a third Ctrl-C, or one before the rounds started
+            rt.abort("KeyboardInterrupt")
+            stop_reason = "aborted (KeyboardInterrupt)"
             raise
         finally:
+            if rt.aborted.is_set():
+                stop_reason = record_abort(rt, stop_reason, logger)
             rt.tree.end_run(run_id, rt.stats.rounds_done, stop_reason)
             summary = summarise(rt, stop_reason, time.monotonic() - started)
             artifacts.finish(rt.tree, summary, str(exp.storage_dir / "report.html"))
@@ -186,6 +193,16 @@ def search(experiment: str, rounds: int, config_file: str | None, overrides: dic
     if progress:
         print_summary(summary)
     return summary
+
+
+def record_abort(rt: Runtime, stop_reason: str, logger) -> str:
+    """Records the rounds in flight of an aborted search as abandoned (in the tree and the UI)."""
+    abandoned = record_abandoned(rt, f"the search was aborted ({rt.abort_reason}) while this round was in flight")
+    if abandoned:
+        logger.warning("recorded %d round(s) in flight as abandoned: nodes %s", len(abandoned), abandoned)
+        rt.stats.by_status["abandoned"] = len(abandoned)
+        cancel_own_round_runs(rt.experiment.name, f"the search was aborted ({rt.abort_reason})", logger)
+    return f"{stop_reason}: {len(abandoned)} round(s) in flight recorded as abandoned"
 
 
 def alert_found_crashed(exp, crashed: list[str]) -> None:

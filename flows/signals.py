@@ -10,8 +10,9 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextmanager
-def stop_on_signals(request_stop: Callable[[str], None]) -> Iterator[None]:
-    """Routes SIGINT/SIGTERM to request_stop while inside; a second signal raises KeyboardInterrupt.
+def stop_on_signals(request_stop: Callable[[str], None], abort: Callable[[str], None]) -> Iterator[None]:
+    """Routes SIGINT/SIGTERM while inside: the first to request_stop, the second to abort, a third
+    raises KeyboardInterrupt.
 
     Replaces Prefect's own SIGTERM bridge for the duration, so a cancellation or `kill` lets the
     rounds in flight finish and the search end with a summary instead of crashing mid-round.
@@ -24,9 +25,13 @@ def stop_on_signals(request_stop: Callable[[str], None]) -> Iterator[None]:
 
     def handle(signum: int, _frame: object) -> None:
         received.append(signum)
-        if len(received) > 1:
+        name = signal.Signals(signum).name
+        if len(received) == 1:
+            request_stop(name)
+        elif len(received) == 2:
+            abort(name)
+        else:
             raise KeyboardInterrupt
-        request_stop(signal.Signals(signum).name)
 
     previous = {sig: signal.signal(sig, handle) for sig in STOP_SIGNALS}
     try:

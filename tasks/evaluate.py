@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import statistics
-import time
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -41,12 +40,13 @@ def _run_until(rt: Runtime, node: Node, log: list[EvalResult], target: int, infr
         seed = rt.config.pipeline.seed * 1_000_003 + node.id * 1_000 + len(log)
         kept = rt.experiment.storage_dir / "files" / f"node_{node.id}" / f"attempt_{len(log) + 1}"
         result = run_evaluation(node.code, rt.evaluator, seed=seed, filename=rt.experiment.program_file,
-                                step=node.id, keep_files_to=kept)
+                                step=node.id, keep_files_to=kept, cancel=rt.aborted)
         log.append(result)
         if result.outcome == Outcome.INFRA_ERROR:
             if infra_budget > 0:
                 infra_budget -= 1
-                time.sleep(retry.delay_s * 2 ** (retry.retries - infra_budget - 1))
+                rt.aborted.wait(retry.delay_s * 2 ** (retry.retries - infra_budget - 1))
+                rt.check_abort()
                 continue
             raise InfraError(f"evaluator infrastructure failure on node {node.id}: {result.error}")
         if result.outcome == Outcome.CANDIDATE_ERROR:

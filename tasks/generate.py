@@ -43,7 +43,7 @@ def _seed(rt: Runtime, node_id: int, attempt: int) -> int | None:
     return None
 
 
-def _usage(calls: Sequence[LLMCall]) -> dict:
+def usage_of(calls: Sequence[LLMCall]) -> dict:
     replies = [c.reply for c in calls if c.reply is not None]
     costs = [r.cost_usd for r in replies]
     return {
@@ -92,11 +92,11 @@ def propose(rt: Runtime, sampled: Sampled, retrieved: Sequence[Retrieved]) -> Ca
             continue
         node = base.model_copy(update={
             "code": code, "code_hash": code_hash(code), "motivation": proposal.motivation,
-            "edit": unified_diff(parent.code, code), "status": Status.PENDING, **_usage(log),
+            "edit": unified_diff(parent.code, code), "status": Status.PENDING, **usage_of(log),
         })
         return register(rt, Candidate(node=node, llm_calls=tuple(log)))
     rejected = base.model_copy(update={"error": f"no valid edit in {replies} replies; last: {error}",
-                                        "code_hash": "", **_usage(log)})
+                                        "code_hash": "", **usage_of(log)})
     return Candidate(node=rejected, llm_calls=tuple(log))
 
 
@@ -109,7 +109,7 @@ def unavailable(rt: Runtime, sampled: Sampled, error: BaseException) -> Candidat
     node = Node(
         id=sampled.node_id, parent_id=sampled.parent.id, round=sampled.round,
         code=sampled.parent.code, code_hash="", island=sampled.island,
-        status=Status.REJECTED, error=f"LLM unavailable: {error}", **_usage(calls),
+        status=Status.REJECTED, error=f"LLM unavailable: {error}", **usage_of(calls),
     )
     return Candidate(node=node, llm_calls=calls)
 
@@ -121,6 +121,7 @@ def register(rt: Runtime, candidate: Candidate) -> Candidate:
     """
     node = candidate.node
     with rt.tree_lock:
+        rt.check_abort()  # an aborted search has recorded its rounds in flight: write no more
         duplicate_of = rt.tree.find_hash(node.code_hash)
         reason = f"duplicate of node {duplicate_of}: not evaluated again" if duplicate_of is not None else None
         if reason is None and rt.near_duplicates is not None:

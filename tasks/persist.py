@@ -7,6 +7,7 @@ from prefect.cache_policies import NO_CACHE
 from evolveflow.records import Candidate, LLMCall, Node, Scored, Status
 from evolveflow.runtime import Runtime, get_runtime
 from storage.memory import MemoryStore
+from tasks.generate import usage_of
 
 
 def final_node(candidate: Candidate, scored: Scored, lesson: str | None, timings: dict[str, float]) -> Node:
@@ -28,8 +29,11 @@ def save(rt: Runtime, node: Node, scored: Scored, calls: list[LLMCall], first_at
     Only a node that was evaluated (ok or candidate_error) enters the near-duplicate index.
     """
     calls = [*calls, *rt.unused_analysis.get(node.id, ())]
-    rt.tree.finish_node(node, scored.attempts, [(c.purpose, c.reply, c.error) for c in calls],
-                        first_attempt=first_attempt)
+    with rt.tree_lock:  # after an abort its rounds in flight are recorded abandoned: write no more
+        rt.check_abort()
+        rt.tree.finish_node(node, scored.attempts, [(c.purpose, c.reply, c.error) for c in calls],
+                            first_attempt=first_attempt)
+        rt.in_flight.pop(node.id, None)
     if rt.near_duplicates is not None and node.status in (Status.OK, Status.CANDIDATE_ERROR):
         rt.near_duplicates.add_many([(node.id, node.code)])
     if node.analysis:
@@ -45,6 +49,27 @@ def save(rt: Runtime, node: Node, scored: Scored, calls: list[LLMCall], first_at
     for per_node in (rt.attempt_log, rt.eval_targets, rt.eval_notes, rt.call_log, rt.unused_analysis):
         per_node.pop(node.id, None)
     return node
+
+
+def record_abandoned(rt: Runtime, reason: str) -> list[int]:
+    """Records every round in flight as an abandoned node, with the LLM calls it paid for and the
+    evaluation attempts it finished; returns their ids. Call it after rt.abort(): no round writes
+    after it. A round stopped before its proposal gets a node too (its parent's code, no hash),
+    so rounds and cost are counted truthfully.
+    """
+    with rt.tree_lock:
+        ids = sorted(rt.in_flight)
+        for node_id in ids:
+            sampled = rt.in_flight[node_id]
+            calls = [*rt.call_log.get(node_id, ()), *rt.unused_analysis.get(node_id, ())]
+            node = rt.tree.node(node_id) or Node(
+                id=node_id, parent_id=sampled.parent.id, round=sampled.round, code=sampled.parent.code,
+                code_hash="", island=sampled.island, motivation="(stopped before the proposal arrived)",
+                **usage_of(rt.call_log.get(node_id, ())))
+            node = node.model_copy(update={"status": Status.ABANDONED, "error": reason})
+            rt.tree.finish_node(node, rt.attempt_log.get(node_id, ()), [(c.purpose, c.reply, c.error) for c in calls])
+        rt.in_flight.clear()
+    return ids
 
 
 @task(name="persist", cache_policy=NO_CACHE)

@@ -15,14 +15,17 @@ def choose(rt: Runtime, round_no: int) -> Sampled:
     config = rt.config
     rng = random.Random(f"{config.pipeline.seed}:sample:{round_no}")
     with rt.tree_lock:  # global UCB statistics: the next worker sees this visit
+        rt.check_abort()
         choice = rt.sampler.choose(rt.tree.summaries(), config.pipeline.sample_n, rng, round_no)
         rt.tree.add_visit(choice.parent_id)
         node_id = rt.next_node_id()
-    parent, *inspirations = rt.tree.nodes([choice.parent_id, *choice.inspiration_ids])
-    return Sampled(
-        node_id=node_id, round=round_no, island=choice.island, parent=parent,
-        inspirations=tuple(inspirations), failures=tuple(rt.tree.failed_children(parent.id)),
-    )
+        parent, *inspirations = rt.tree.nodes([choice.parent_id, *choice.inspiration_ids])
+        sampled = Sampled(
+            node_id=node_id, round=round_no, island=choice.island, parent=parent,
+            inspirations=tuple(inspirations), failures=tuple(rt.tree.failed_children(parent.id)),
+        )
+        rt.in_flight[node_id] = sampled  # until persisted: an abort records it as abandoned
+    return sampled
 
 
 @task(name="sample", cache_policy=NO_CACHE)

@@ -275,6 +275,27 @@ def test_timeout_kills_the_whole_tree(tmp_path, level):
 
 
 @pytest.mark.parametrize("level", LEVELS)
+def test_cancel_kills_the_whole_tree_and_raises_aborted(tmp_path, level):
+    from evolveflow.abort import Aborted
+
+    marker = f"cancelled-{uuid.uuid4().hex}"
+    evaluator = make_executable(tmp_path, PASSTHROUGH)
+    candidate = code(f'''
+        import subprocess, sys, time
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "{marker}-child"])
+        print("spawned", flush=True)
+        time.sleep(600)
+    ''')
+    cancel = threading.Event()
+    threading.Timer(1.5, cancel.set).start()
+    with pytest.raises(Aborted):  # an abort is no outcome of the candidate: not a timeout, not an error
+        run_evaluation(candidate, EvaluatorSpec(path=evaluator, sandbox=level, timeout_s=600), cancel=cancel)
+    assert alive_pids_with(marker) == []
+    with pytest.raises(Aborted):  # once cancelled, nothing is started
+        run_evaluation('print("{\\"score\\": 1}")', EvaluatorSpec(path=evaluator, sandbox=level), cancel=cancel)
+
+
+@pytest.mark.parametrize("level", LEVELS)
 def test_background_leftovers_are_killed_and_void_the_result(tmp_path, level):
     marker = f"leftover-{uuid.uuid4().hex}"
     evaluator = make_executable(tmp_path, PASSTHROUGH)

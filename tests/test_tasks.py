@@ -301,3 +301,48 @@ def test_confirmation_counter_changes_under_the_stats_lock(rt):
     with disable_run_logger():
         _blocks_on(rt.stats_lock, lambda: _learn_noise(rt, Scored(status=Status.OK, score=1.0, score_spread=0.0)))
     assert rt.identical_confirmations == 1
+
+
+# ---- abort: a second Ctrl-C, recorded truthfully -----------------------------------------------------
+
+def test_after_an_abort_no_round_samples_registers_or_persists(rt):
+    from evolveflow.abort import Aborted
+
+    root = add_root(rt)
+    candidate = pending(rt, with_c1(rt, "0.7"), root)
+    rt.abort("second SIGINT")
+    with pytest.raises(Aborted):
+        choose(rt, 2)
+    with pytest.raises(Aborted):
+        pending(rt, with_c1(rt, "0.6"), root)
+    with pytest.raises(Aborted):
+        save(rt, final_node(candidate, Scored(status=Status.OK, score=1.0), None, {}), Scored(status=Status.OK, score=1.0), [])
+    assert rt.tree.node(candidate.node.id).status == Status.PENDING  # not written as a score
+    assert rt.tree.node(root.id).visits == 0
+
+
+def test_record_abandoned_keeps_the_cost_and_attempts_of_every_round_in_flight(rt):
+    from tasks.persist import record_abandoned
+
+    root = add_root(rt)
+    proposing = choose(rt, 1)  # still waiting on the LLM: no node yet, one paid reply
+    reply = LLMReply(text="r", model="m", prompt_tokens=30, completion_tokens=5, cost_usd=0.25)
+    rt.call_log[proposing.node_id] = [LLMCall(purpose="propose", reply=reply)]
+    evaluating = choose(rt, 2)
+    candidate = register(rt, Candidate(node=Node(
+        id=evaluating.node_id, parent_id=root.id, round=2, code=with_c1(rt, "0.7"),
+        code_hash=code_hash(with_c1(rt, "0.7")), status=Status.PENDING)))
+    rt.attempt_log[candidate.node.id] = [EvalResult(outcome=Outcome.OK, score=-0.1)]
+    done = choose(rt, 3)  # finished before the abort: persisted, not in flight any more
+    save(rt, Node(id=done.node_id, parent_id=root.id, round=3, code="x = 3", code_hash="h3",
+                  status=Status.REJECTED, error="no edit"), Scored(status=Status.REJECTED), [])
+    rt.abort("second SIGTERM")
+    assert record_abandoned(rt, "aborted while in flight") == [proposing.node_id, evaluating.node_id]
+    first, second = rt.tree.nodes([proposing.node_id, evaluating.node_id])
+    assert (first.status, first.round, first.parent_id, first.score) == (Status.ABANDONED, 1, root.id, None)
+    assert first.cost_usd == 0.25 and rt.tree.llm_calls(first.id)[0]["prompt_tokens"] == 30
+    assert second.status == Status.ABANDONED and second.code == with_c1(rt, "0.7") and second.score is None
+    assert [a["score"] for a in rt.tree.attempts(second.id)] == [-0.1]  # finished attempts are kept
+    assert rt.tree.node(done.node_id).status == Status.REJECTED
+    assert rt.tree.usage_totals()["cost_usd"] == 0.25
+    assert rt.in_flight == {} and record_abandoned(rt, "again") == []

@@ -18,6 +18,7 @@ import shutil
 import stat
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Literal
 
@@ -226,11 +227,13 @@ def _readable_paths(spec: EvaluatorSpec) -> list[Path]:
 
 
 def run_evaluation(code: str, spec: EvaluatorSpec, *, seed: int | None = None, filename: str = "program.py",
-                   step: int = 0, keep_files_to: Path | None = None) -> EvalResult:
+                   step: int = 0, keep_files_to: Path | None = None,
+                   cancel: threading.Event | None = None) -> EvalResult:
     """Lay the candidate out as the evaluator's contract wants, run the evaluator, classify the result.
 
     step numbers the ASI-Evolve step directory; keep_files_to receives the files the evaluator
     left in its results directory (regular files only, up to spec.keep_files_max_bytes).
+    cancel: set it to kill the evaluator; Aborted is raised (an abort is no outcome of the candidate).
     """
     if not filename or Path(filename).name != filename or filename in (".", ".."):
         raise ValueError(f"filename must be a plain file name such as 'program.py', got {filename!r}")
@@ -249,7 +252,7 @@ def run_evaluation(code: str, spec: EvaluatorSpec, *, seed: int | None = None, f
             done = sandbox.run_sandboxed(
                 command, workdir=workdir, cwd=launch.cwd, env=evaluator_environment(workdir, seed, spec),
                 level=level, limits=_limits(spec), readable=_readable_paths(spec), hidden=spec.hidden_paths,
-                channel=channel, frozen=launch.frozen, writable=launch.writable,
+                channel=channel, frozen=launch.frozen, writable=launch.writable, cancel=cancel,
             )
         except OSError as exc:
             return EvalResult(outcome=Outcome.INFRA_ERROR, error=f"could not start the evaluator: {exc}")

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from evolveflow.abort import Aborted
+
 TOKEN_VARIABLE = "EVOLVEFLOW_RUN_TOKEN"
 # Directories replaced by an empty tmpfs under bwrap: a read-only bind still lets a program
 # connect() to the unix sockets inside them (measured), e.g. a database's or docker's.
@@ -368,6 +370,7 @@ def run_sandboxed(
     cwd: Path | None = None,
     frozen: Sequence[Path] = (),
     writable: Sequence[Path] = (),
+    cancel: threading.Event | None = None,
 ) -> Completed:
     """Run command at sandbox level 'bwrap' or 'process' in workdir; kill it all when done or over limits.
 
@@ -375,10 +378,14 @@ def run_sandboxed(
     command (its number must be in the command line) and closed here; the read end is drained
     concurrently and closed, and what arrived is Completed.channel.
     frozen: folders inside workdir that are read-only under bwrap, except the `writable` ones inside them.
+    cancel: once set, the whole process tree is killed within about 0.1 s and Aborted is raised
+    (nothing is started when it is set already).
     """
     if level not in ("bwrap", "process"):
         raise ValueError(f"sandbox level must be 'bwrap' or 'process', got {level!r}")
     _sweep_orphans_once()  # leftovers of an earlier evolveflow that was SIGKILLed
+    if cancel is not None and cancel.is_set():
+        raise Aborted("the search was aborted: the evaluator was not started")
     token = new_run_token()
     alive_fd, alive_keeper = os.pipe()
     report_read, report_fd = os.pipe()
@@ -413,7 +420,7 @@ def run_sandboxed(
     if channel:
         streams[channel[0]] = _Tail("the result channel", limits.kill_output_bytes)
     try:
-        killed_reason = _supervise(proc, streams, limits, started, token)
+        killed_reason = _supervise(proc, streams, limits, started, token, cancel)
     finally:
         kill_tree(proc, token)
         proc.wait()
@@ -423,6 +430,8 @@ def run_sandboxed(
         os.close(report_read)
         if channel:
             os.close(channel[0])
+    if killed_reason == _ABORTED:
+        raise Aborted("the search was aborted: the evaluator's processes were killed")
     out, err, report, *result = streams.values()
     return Completed(
         exit_code=proc.returncode, stdout=out.tail(), stderr=err.tail(), stdout_bytes=out.total,
@@ -439,9 +448,12 @@ def _leftovers(report: bytes) -> int | None:
         return None
 
 
+_ABORTED = "aborted"
+
+
 def _supervise(proc: subprocess.Popen, streams: dict[int, _Tail], limits: Limits,
-               started: float, token: str) -> str | None:
-    """Pump both pipes until the run ends; enforce the wall clock and the output guard."""
+               started: float, token: str, cancel: threading.Event | None = None) -> str | None:
+    """Pump both pipes until the run ends; enforce the wall clock, the output guard and cancel."""
     deadline = started + limits.timeout_s
     killed_reason: str | None = None
     exited_at: float | None = None
@@ -450,6 +462,9 @@ def _supervise(proc: subprocess.Popen, streams: dict[int, _Tail], limits: Limits
             selector.register(fd, selectors.EVENT_READ)
         while True:
             now = time.monotonic()
+            if cancel is not None and cancel.is_set():
+                kill_tree(proc, token)
+                return _ABORTED
             if killed_reason is None and exited_at is None and now >= deadline:
                 killed_reason = f"timed out after {float(limits.timeout_s)} s"
                 kill_tree(proc, token)
@@ -459,8 +474,8 @@ def _supervise(proc: subprocess.Popen, streams: dict[int, _Tail], limits: Limits
             if not selector.get_map():
                 if exited_at is not None:
                     return killed_reason
-                try:  # the evaluator closed its pipes but still runs
-                    proc.wait(timeout=max(0.0, deadline - now))
+                try:  # the evaluator closed its pipes but still runs (look at cancel now and then)
+                    proc.wait(timeout=min(_POLL_S, max(0.0, deadline - now)))
                 except subprocess.TimeoutExpired:
                     pass
                 continue
