@@ -133,6 +133,16 @@ class EvaluationConfig(Section):
     max_output_bytes: int = Field(1_000_000, gt=0)
     kill_output_bytes: int = Field(64_000_000, gt=0)
     sandbox: Literal["auto", "bwrap", "process"] = "auto"
+    # Paths hidden from the evaluator under bwrap (absolute, ~ or relative to the experiment);
+    # hide_defaults adds the Prefect home, credential dot-files of the home directory and the
+    # experiment's storage (docs/sandbox.md).
+    hidden_paths: list[str] = Field(default_factory=list)
+    hide_defaults: bool = True
+    # A result (JSON line, results.json, the harness's pipe) up to this size is read whole.
+    max_result_bytes: int = Field(50_000_000, gt=0)
+    # A node's metrics as stored (tree, report, UI): a value longer than this, as JSON, is cut
+    # with a marker; prompts have their own, smaller cap (prompts.max_metrics_chars).
+    metrics_max_chars: int = Field(20_000, gt=0)
     repeats: int = Field(1, ge=1, le=50)  # evaluate every candidate k times, keep the median
     outlier: OutlierConfig = Field(default_factory=OutlierConfig)
 
@@ -145,6 +155,10 @@ class StopConfig(Section):
     max_tokens: int | None = Field(None, gt=0)
     target_score: float | None = None
     patience: int | None = Field(None, ge=1)  # rounds in a row without a new best
+    # Circuit breakers: stop (exit non-zero, nothing further spent) after this many rounds in a
+    # row in which the LLM failed every call / the evaluator had only infrastructure failures.
+    llm_down_rounds: int | None = Field(5, ge=1)
+    evaluator_down_rounds: int | None = Field(5, ge=1)
 
 
 class DedupConfig(Section):
@@ -176,6 +190,8 @@ class StorageConfig(Section):
 class PromptsConfig(Section):
     dir: str = "prompts"  # relative to the experiment folder; missing templates fall back to ours
     max_code_chars: int = Field(12_000, gt=0)  # per program shown; longer code is cut with a note
+    max_metrics_chars: int = Field(2_000, gt=0)  # metrics of one program as shown, cut with a marker
+    max_feedback_chars: int = Field(4_000, gt=0)  # the parent's evaluator feedback as shown, in all
     system_message: str | None = None  # replaces the system prompt (OpenEvolve's prompt.system_message)
 
 
