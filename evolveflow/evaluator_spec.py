@@ -23,7 +23,8 @@ def evaluator_spec(experiment: Experiment) -> EvaluatorSpec:
         pythonpath=tuple((experiment.dir / p).resolve() for p in ev.pythonpath),
         cascade=ev.cascade, cascade_thresholds=tuple(ev.cascade_thresholds), mean_excludes=tuple(ev.mean_excludes),
         experiment_dir=experiment.dir, feedback_max_chars=ev.feedback_max_chars,
-        keep_files_max_bytes=ev.keep_files_max_bytes,
+        keep_files_max_bytes=ev.keep_files_max_bytes, max_result_bytes=ev.max_result_bytes,
+        metrics_max_chars=ev.metrics_max_chars,
         # Under bwrap candidates cannot even read the search's databases (they cannot write
         # anywhere but their working directory at that level anyway).
         hidden_paths=(experiment.storage_dir,),

@@ -1,7 +1,6 @@
 """Build the proposal and analysis prompts from template files an experiment may override."""
 from __future__ import annotations
 
-import json
 import re
 import string
 from dataclasses import dataclass
@@ -9,6 +8,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from evolveflow.caps import cap_feedback, cut_text, metrics_text
 from evolveflow.records import Node, Retrieved
 
 PARENT_HEADING = "# Current program"
@@ -69,33 +69,35 @@ def _score(node: Node) -> str:
     return "none" if node.score is None else f"{node.score:.6g}"
 
 
-def _metrics(metrics: Mapping) -> str:
-    return json.dumps(metrics, sort_keys=True, default=str) if metrics else "{}"
-
-
-def render_node(node: Node, heading: str, max_code_chars: int, with_feedback: bool = False) -> str:
+def render_node(node: Node, heading: str, max_code_chars: int, with_feedback: bool = False,
+                max_metrics_chars: int = 2_000, max_feedback_chars: int = 4_000) -> str:
     """Returns a node as a prompt section: score, metrics, motivation, analysis, feedback and code.
 
     Private metrics are never shown; the evaluator's feedback only for the parent (with_feedback).
+    Metrics and feedback are cut to their caps (prompts.max_metrics_chars / max_feedback_chars).
     """
     lines = [f"{heading} (node {node.id}, score {_score(node)})", ""]
-    lines.append(f"Metrics: {_metrics(node.metrics)}")
+    lines.append(f"Metrics: {metrics_text(node.metrics, max_metrics_chars)}")
     if node.motivation:
         lines.append(f"Motivation: {node.motivation.strip()}")
     if node.analysis:
         lines.append(f"Analysis: {node.analysis.strip()}")
     lines += ["", "```python", _cut(node.code, max_code_chars).rstrip("\n"), "```"]
     if with_feedback and node.feedback:  # after the code, so it can never be mistaken for it
-        lines += ["", render_feedback(node.feedback)]
+        lines += ["", render_feedback(node.feedback, max_feedback_chars)]
     return "\n".join(lines)
 
 
-def render_feedback(feedback: Mapping[str, str]) -> str:
-    """Returns what the evaluator said about a program (artifacts, text feedback, errors, stderr)."""
-    lines = ["Evaluator feedback on this program:"]
-    for key in sorted(feedback, key=lambda k: (k == "stderr", k)):
-        lines += [f"--- {key} ---", feedback[key].rstrip()]
-    return "\n".join(lines)
+def render_feedback(feedback: Mapping[str, str], max_chars: int = 4_000) -> str:
+    """Returns what the evaluator said about a program (artifacts, text feedback, errors, stderr), in max_chars."""
+    title = "Evaluator feedback on this program:"
+    keys = sorted(feedback, key=lambda k: (k == "stderr", k))
+    headings = len(title) + sum(len(f"\n--- {key} ---\n") for key in keys)
+    items = cap_feedback({key: feedback[key].rstrip() for key in keys}, max(0, max_chars - headings))
+    lines = [title]
+    for key in keys:
+        lines += [f"--- {key} ---", items[key]]
+    return cut_text("\n".join(lines), max_chars)
 
 
 def render_failures(failures: Sequence[Node]) -> str:
@@ -131,17 +133,20 @@ def build_proposal_messages(
     retrieved: Sequence[Retrieved],
     reply_format: str,
     max_code_chars: int = 12_000,
+    max_metrics_chars: int = 2_000,
+    max_feedback_chars: int = 4_000,
 ) -> list[dict[str, str]]:
     """Returns the chat messages asking for an improved version of the parent."""
     inspiration_text = ""
     if inspirations:
         inspiration_text = "\n\n".join(
-            render_node(n, "## Program", max_code_chars) for n in inspirations
+            render_node(n, "## Program", max_code_chars, max_metrics_chars=max_metrics_chars) for n in inspirations
         )
         inspiration_text = f"{INSPIRATIONS_HEADING}\n\n{inspiration_text}"
     values = {
         "problem": problem.strip(),
-        "parent": render_node(parent, PARENT_HEADING, max_code_chars, with_feedback=True),
+        "parent": render_node(parent, PARENT_HEADING, max_code_chars, with_feedback=True,
+                              max_metrics_chars=max_metrics_chars, max_feedback_chars=max_feedback_chars),
         "failures": render_failures(failures),
         "inspirations": inspiration_text,
         "retrieved": render_retrieved(retrieved),

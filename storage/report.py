@@ -11,11 +11,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from evolveflow.caps import METRICS_MAX_CHARS, cap_metrics
 from storage.tree import TreeStore
 
 
-def build_report(tree: TreeStore, experiment: str, running: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Returns the experiment's state: counts, usage, the best node and its lineage."""
+def build_report(tree: TreeStore, experiment: str, running: dict[str, Any] | None = None,
+                 metrics_max_chars: int = METRICS_MAX_CHARS) -> dict[str, Any]:
+    """Returns the experiment's state: counts, usage, the best node and its lineage.
+
+    The best node's metrics are cut to metrics_max_chars per value (evaluation.metrics_max_chars),
+    also for trees written before the tree itself held them cut.
+    """
     best = tree.best()
     ids = tree.node_ids()
     initial = tree.nodes([min(ids)]) if ids else []
@@ -35,7 +41,7 @@ def build_report(tree: TreeStore, experiment: str, running: dict[str, Any] | Non
     if best is not None:
         report["best"] = {
             "id": best.id, "round": best.round, "score": best.score, "score_spread": best.score_spread,
-            "metrics": best.metrics, "motivation": best.motivation, "code": best.code,
+            "metrics": cap_metrics(best.metrics, metrics_max_chars), "motivation": best.motivation, "code": best.code,
             "attempts": len(tree.attempts(best.id)),
         }
         report["lineage"] = [

@@ -66,6 +66,7 @@ def propose(rt: Runtime, sampled: Sampled, retrieved: Sequence[Retrieved]) -> Ca
     messages = build_proposal_messages(
         rt.templates, rt.experiment.problem, parent, sampled.inspirations, sampled.failures,
         retrieved, REPLY_FORMAT, config.prompts.max_code_chars,
+        config.prompts.max_metrics_chars, config.prompts.max_feedback_chars,
     )
     log = rt.call_log.setdefault(sampled.node_id, [])
     base = Node(

@@ -24,6 +24,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from evolveflow import caps
 from evolveflow.evaluation import adapters, sandbox
 from evolveflow.evaluation.adapters import CHANNEL_FD, EvaluatorAdapter, Finished
 from evolveflow.evaluation.contract import Verdict, last_lines
@@ -61,6 +62,8 @@ class EvaluatorSpec(BaseModel):
     experiment_dir: Path | None = None  # asi: the folder copied for each evaluation (default: the script's)
     feedback_max_chars: int = Field(default=4000, ge=0)  # per feedback item
     keep_files_max_bytes: int = Field(default=2_000_000, ge=0)  # files kept from the results directory
+    max_result_bytes: int = Field(default=50_000_000, gt=0)  # a result (stdout JSON, file, pipe) read whole
+    metrics_max_chars: int = Field(default=caps.METRICS_MAX_CHARS, gt=0)  # per metric value kept, as JSON
 
     @field_validator("path")
     @classmethod
@@ -214,7 +217,7 @@ def _limits(spec: EvaluatorSpec, timeout_s: float | None = None) -> sandbox.Limi
     return sandbox.Limits(
         timeout_s=timeout_s or spec.timeout_s, memory_mb=spec.memory_mb,
         max_output_bytes=spec.max_output_bytes, kill_output_bytes=spec.kill_output_bytes,
-        max_processes=spec.max_processes,
+        max_processes=spec.max_processes, max_result_bytes=spec.max_result_bytes,
     )
 
 
@@ -260,17 +263,21 @@ def run_evaluation(code: str, spec: EvaluatorSpec, *, seed: int | None = None, f
         stderr = done.stderr.decode("utf-8", "replace")
         verdict = distrust_leftovers(adapter.verdict(Finished(
             exit_code=done.exit_code, killed_reason=done.killed_reason, stdout=stdout, stderr=stderr,
-            channel=done.channel, cwd=launch.cwd, results_dir=launch.results_dir)), done.leftovers)
+            channel=done.channel, cwd=launch.cwd, results_dir=launch.results_dir, stdout_bytes=done.stdout_bytes,
+            stdout_cut=done.stdout_bytes > len(done.stdout), max_result_bytes=spec.max_result_bytes)),
+            done.leftovers)
         if keep_files_to is not None and launch.results_dir is not None and spec.keep_files_max_bytes:
             keep_files(launch.results_dir, keep_files_to, spec.keep_files_max_bytes, launch.skip_files)
     finally:
         _remove_tree(workdir)
+    # Metrics enter the tree (and from there reports and prompts) cut here, once; the score is apart.
     return EvalResult(
-        outcome=verdict.outcome, score=verdict.score, metrics=verdict.metrics, error=verdict.error,
+        outcome=verdict.outcome, score=verdict.score, metrics=caps.cap_metrics(verdict.metrics, spec.metrics_max_chars),
+        error=caps.cut_text(verdict.error, spec.metrics_max_chars, keep="tail") if verdict.error else verdict.error,
         exit_code=done.exit_code, duration_s=round(done.duration_s, 4),
         stdout_tail=stdout[-_TAIL_CHARS:], stderr_tail=stderr[-_TAIL_CHARS:],
         feedback=feedback_of(verdict, stderr, spec.feedback_max_chars),
-        private_metrics=verdict.private_metrics,
+        private_metrics=caps.cap_metrics(verdict.private_metrics, spec.metrics_max_chars),
     )
 
 

@@ -122,6 +122,7 @@ class Limits:
     max_output_bytes: int
     kill_output_bytes: int
     max_processes: int | None = None
+    max_result_bytes: int = 0  # stdout may hold a result this large: its tail keeps at least this much
 
 
 @dataclass(frozen=True)
@@ -414,7 +415,7 @@ def run_sandboxed(
     finally:
         for fd in passed:
             os.close(fd)
-    streams = {proc.stdout.fileno(): _Tail("stdout", limits.max_output_bytes),
+    streams = {proc.stdout.fileno(): _Tail("stdout", max(limits.max_output_bytes, limits.max_result_bytes)),
                proc.stderr.fileno(): _Tail("stderr", limits.max_output_bytes)}
     streams[report_read] = _Tail("the launcher's report", 64)
     if channel:

@@ -152,5 +152,6 @@ class AsiEvaluator:
             return Verdict(Outcome.CANDIDATE_ERROR, error=f"eval.sh exited with status {finished.exit_code}: {detail}",
                            feedback=_feedback(None, finished.cwd))
         results, problem = read_result_file(finished.cwd / "results.json", "results.json",
-                                            "eval.sh wrote no results.json in the step directory")
+                                            "eval.sh wrote no results.json in the step directory",
+                                            finished.max_result_bytes)
         return read_asi_result(results, problem, finished.cwd, finished.stderr)

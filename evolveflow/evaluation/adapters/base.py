@@ -8,6 +8,7 @@ from typing import Protocol
 from evolveflow.evaluation.contract import Verdict
 
 CHANNEL_FD = "<evolveflow-channel-fd>"  # replaced in Launch.command by the result pipe's descriptor
+MAX_RESULT_BYTES = 50_000_000  # evaluation.max_result_bytes' default
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class Finished:
     channel: bytes | None  # what arrived over the private result pipe (None: no pipe was used)
     cwd: Path
     results_dir: Path | None
+    stdout_bytes: int = 0  # printed on stdout in all
+    stdout_cut: bool = False  # stdout holds only the tail of what was printed
+    max_result_bytes: int = MAX_RESULT_BYTES  # evaluation.max_result_bytes: a larger result is refused
 
 
 class EvaluatorAdapter(Protocol):

@@ -8,7 +8,7 @@ from typing import Any
 
 from evolveflow.evaluation import contract
 from evolveflow.evaluation.adapters.base import CHANNEL_FD, Finished, Launch
-from evolveflow.evaluation.adapters.reading import read_channel, read_result_file
+from evolveflow.evaluation.adapters.reading import read_channel, read_result_file, too_large
 from evolveflow.evaluation.contract import NO_RESULT, Verdict
 from evolveflow.records import Outcome
 
@@ -36,11 +36,17 @@ class NativeScript:
         return Launch(command=[str(self.path), str(program)], cwd=workdir, results_dir=None)
 
     def verdict(self, finished: Finished) -> Verdict:
-        result, problem = contract.last_json_object(finished.stdout), None
+        stdout = finished.stdout
+        if finished.stdout_cut:  # the kept tail starts inside a line: that line is not a whole result
+            stdout = stdout.partition("\n")[2]
+        result, problem = contract.last_json_object(stdout), None
         if result is None:
-            result, problem = read_result_file(
-                finished.cwd / RESULTS_JSON, RESULTS_JSON,
-                "the evaluator printed no JSON object on stdout and wrote no results.json")
+            missing = "the evaluator printed no JSON object on stdout and wrote no results.json"
+            if finished.stdout_cut:
+                missing = (too_large("the evaluator's stdout", finished.stdout_bytes, finished.max_result_bytes)
+                           + "; only the tail was read, and it holds no whole JSON object (and there is no results.json)")
+            result, problem = read_result_file(finished.cwd / RESULTS_JSON, RESULTS_JSON, missing,
+                                               finished.max_result_bytes)
         return contract.judge(exit_code=finished.exit_code, killed_reason=finished.killed_reason,
                               result=result, result_problem=problem, stderr=finished.stderr)
 
@@ -59,7 +65,7 @@ class NativePython:
                               write_candidate(workdir, code, filename), workdir)
 
     def verdict(self, finished: Finished) -> Verdict:
-        result, problem = read_channel(finished.channel, NO_RETURN)
+        result, problem = read_channel(finished.channel, NO_RETURN, finished.max_result_bytes)
         return contract.judge(exit_code=finished.exit_code, killed_reason=finished.killed_reason,
                               result=result, result_problem=problem, stderr=finished.stderr)
 
@@ -73,7 +79,7 @@ def harness_launch(python: str, harness: Path, mode: str, options: dict, evaluat
 
 def harness_payload(finished: Finished, missing_reason: str) -> tuple[Verdict | None, Any]:
     """Return (a verdict decided by how the harness ended, or None; the payload it sent)."""
-    payload, problem = read_channel(finished.channel, missing_reason)
+    payload, problem = read_channel(finished.channel, missing_reason, finished.max_result_bytes)
     ended = contract.process_verdict(exit_code=finished.exit_code, killed_reason=finished.killed_reason,
                                       stderr=finished.stderr)
     if ended is not None:

@@ -7,13 +7,21 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from evolveflow.evaluation.adapters.base import MAX_RESULT_BYTES
 from evolveflow.evaluation.contract import NO_RESULT, parse_result_text
 
 MAX_RESULT_FILE_BYTES = 64_000_000
 
 
-def read_result_file(path: Path, label: str, missing_reason: str) -> tuple[Any, str | None]:
-    """Return (parsed JSON or NO_RESULT, problem) for a result file, refusing symlinks and huge files."""
+def too_large(what: str, size: int, limit: int) -> str:
+    """Return the problem of a result larger than evaluation.max_result_bytes."""
+    return (f"{what} is {size:,} bytes, more than evaluation.max_result_bytes ({limit:,} bytes); "
+            "raise that setting or make the evaluator's result smaller")
+
+
+def read_result_file(path: Path, label: str, missing_reason: str,
+                     limit: int = MAX_RESULT_BYTES) -> tuple[Any, str | None]:
+    """Return (parsed JSON or NO_RESULT, problem) for a result file, refusing symlinks and files over limit."""
     try:
         info = os.lstat(path)
     except FileNotFoundError:
@@ -24,9 +32,9 @@ def read_result_file(path: Path, label: str, missing_reason: str) -> tuple[Any, 
         return NO_RESULT, f"{label} is a symbolic link, which evolveflow does not follow"
     if not stat.S_ISREG(info.st_mode):
         return NO_RESULT, f"{label} is not a regular file"
-    if info.st_size > MAX_RESULT_FILE_BYTES:
-        return NO_RESULT, f"{label} is larger than {MAX_RESULT_FILE_BYTES} bytes"
-    text = read_text_nofollow(path)
+    if info.st_size > limit:
+        return NO_RESULT, too_large(label, info.st_size, limit)
+    text = read_text_nofollow(path, limit)
     if text is None:
         return NO_RESULT, f"{label} could not be read"
     return parse_result_text(text, label)
@@ -47,10 +55,12 @@ def read_text_nofollow(path: Path, limit: int = MAX_RESULT_FILE_BYTES) -> str | 
         os.close(fd)
 
 
-def read_channel(channel: bytes | None, missing_reason: str) -> tuple[Any, str | None]:
+def read_channel(channel: bytes | None, missing_reason: str, limit: int = MAX_RESULT_BYTES) -> tuple[Any, str | None]:
     """Return (parsed JSON or NO_RESULT, problem) for what the harness sent over the result pipe."""
     if not channel:
         return NO_RESULT, missing_reason
+    if len(channel) > limit:
+        return NO_RESULT, too_large("the evaluator's result", len(channel), limit)
     try:
         return json.loads(channel.decode("utf-8", "replace")), None
     except ValueError as exc:
