@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from evolveflow.abort import SearchAborted
+from evolveflow.breakers import SearchStopped
 from evolveflow.experiment import load_experiment
 from evolveflow.user_errors import is_user_error
 
@@ -373,6 +374,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SearchAborted as exc:  # the second Ctrl-C: the summary is printed already
         print(f"evolveflow: {exc}", file=sys.stderr)
         _exit_leaving_rounds(130)
+    except SearchStopped as exc:  # a circuit breaker: the summary is printed already
+        print(f"evolveflow: {exc}", file=sys.stderr)
+        _exit_leaving_rounds(3)
     except Exception as exc:
         # Known user-facing failures, from here or deeper layers, carry clear messages of their own.
         if not is_user_error(exc):

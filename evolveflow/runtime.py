@@ -92,7 +92,7 @@ class Runtime:
     def check_abort(self) -> None:
         """Raises Aborted once the search was aborted."""
         if self.aborted.is_set():
-            raise Aborted(f"the search was aborted ({self.abort_reason})")
+            raise Aborted(f"the search stopped: {self.abort_reason}")
 
 
 _ACTIVE: dict[str, Runtime] = {}

@@ -7,13 +7,15 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from prefect import State, Task, flow, get_run_logger
-from prefect.states import Cancelled
+from prefect.states import Cancelled, Failed
 
 from evolveflow.abort import Aborted
+from evolveflow.breakers import SearchStopped
 from evolveflow.llm.client import LLMError
 from evolveflow.records import Candidate, LLMCall, Node, Scored, Status
 from evolveflow.runtime import Runtime, get_runtime
 from flows.artifacts import round_line
+from storage.failures import storage_failure
 from tasks.analyze import analyze, fallback_lesson
 from tasks.evaluate import InfraError, evaluate, infra_failed
 from tasks.generate import generate, unavailable
@@ -80,6 +82,14 @@ def evolve_round(search_id: str, round_no: int, experiment: str = "") -> dict | 
         return run_round(search_id, round_no)
     except Aborted as exc:
         return Cancelled(message=str(exc), data=exc)
+    except SearchStopped as exc:  # the search stops: one line, not a traceback per round
+        return Failed(message=str(exc), data=exc)
+    except Exception as exc:
+        if not storage_failure(exc):
+            raise
+        stopped = PersistFailed(f"could not write to {get_runtime(search_id).experiment.storage_dir} "
+                                f"in round {round_no}: {type(exc).__name__}: {exc}")
+        return Failed(message=str(stopped), data=stopped)
 
 
 def run_round(search_id: str, round_no: int) -> dict:
@@ -101,10 +111,40 @@ def run_round(search_id: str, round_no: int) -> dict:
     node = final_node(candidate, scored, lesson, timings)
     calls = list(candidate.llm_calls) + ([analysis_call] if analysis_call else [])
     with clock("persist"):
-        node = t.persist(search_id, node, scored, calls)
-    summary = round_summary(node, sampled.parent, {**timings, "persist": clock.seconds["persist"]})
+        node = _persist(t, rt, search_id, node, scored, calls)
+    summary = {**round_summary(node, sampled.parent, {**timings, "persist": clock.seconds["persist"]}),
+               "llm": proposal_outcome(candidate), "evaluator": evaluator_outcome(scored)}
     get_run_logger().info("%s", round_line(summary))
     return summary
+
+
+def _persist(t: RoundTasks, rt: Runtime, search_id: str, node: Node, scored: Scored, calls: list[LLMCall]) -> Node:
+    try:
+        return t.persist(search_id, node, scored, calls)
+    except Aborted:
+        raise
+    except Exception as exc:  # through every retry: a full disk, read-only storage... stop the search
+        raise PersistFailed(f"could not record round {node.round} in {rt.experiment.storage_dir}: "
+                            f"{type(exc).__name__}: {exc}") from exc
+
+
+class PersistFailed(SearchStopped):
+    """A round's results could not be written: going on would spend money on results that are lost."""
+
+
+def proposal_outcome(candidate: Candidate) -> str:
+    """"ok" (a program came back, maybe a duplicate), "failed" (no call got a reply) or "unusable"."""
+    node = candidate.node
+    if node.status != Status.REJECTED or node.code_hash:  # duplicates carry their program's hash
+        return "ok"
+    return "unusable" if any(c.reply is not None for c in candidate.llm_calls) else "failed"
+
+
+def evaluator_outcome(scored: Scored) -> str | None:
+    """"infra" (only infrastructure failures), "ok" (the evaluator judged it), None (not evaluated)."""
+    if scored.status == Status.INFRA_FAILED:
+        return "infra"
+    return "ok" if scored.status in (Status.OK, Status.CANDIDATE_ERROR) else None
 
 
 def _generate(t: RoundTasks, search_id: str, sampled, retrieved) -> Candidate:

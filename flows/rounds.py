@@ -12,6 +12,7 @@ from prefect import get_run_logger, tags
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
 from evolveflow.abort import Aborted
+from evolveflow.breakers import Breakers, SearchStopped
 from evolveflow.runtime import Runtime
 from evolveflow.stopping import Progress, stop_reason
 from flows.artifacts import ArtifactPublisher
@@ -38,6 +39,8 @@ class RoundLoop:
         self.best = best.score if best else None
         self.since_improvement = 0
         self.interrupted: str | None = None
+        self.breakers = Breakers.from_config(rt.config.stop)
+        self.stopped: str | None = None  # why the search stopped itself (a breaker, storage failing)
         self.published_at = 0.0
         self.logger = get_run_logger()
 
@@ -46,9 +49,16 @@ class RoundLoop:
         self.interrupted = signal_name
         print(f"\n{signal_name}: stopping after the rounds in flight (send it again to abort them)", flush=True)
 
+    def stop_now(self, reason: str) -> None:
+        """Stops the search at once (rounds in flight are aborted): going on would only spend."""
+        if self.stopped is None and not self.rt.aborted.is_set():
+            self.stopped = reason
+            self.logger.error("stopping the search: %s", reason)
+            self.rt.abort(reason)
+
     def abort(self, signal_name: str) -> None:
         """Aborts the rounds in flight: evaluators are killed, the loop returns within 0.5 s."""
-        self.rt.abort(f"second {signal_name}")
+        self.rt.abort(f"aborted by a second {signal_name}")
         print(f"\n{signal_name} again: aborting the rounds in flight", flush=True)
 
     def progress(self) -> Progress:
@@ -74,7 +84,7 @@ class RoundLoop:
             experiment = self.rt.experiment.name
             while True:
                 if self.rt.aborted.is_set():  # the rounds in flight are left to die with the process
-                    return f"aborted ({self.rt.abort_reason})"
+                    return f"stopped: {self.stopped}" if self.stopped else self.rt.abort_reason
                 if self.interrupted and reason is None:
                     reason = "interrupted"
                 while reason is None and len(in_flight) < workers:
@@ -83,7 +93,11 @@ class RoundLoop:
                         break
                     reason = stop_reason(self.rt.config.stop, self.progress())
                     if reason is None:
-                        record_issued(self.rt, next_round)  # a round killed before its node keeps its number
+                        try:  # a round killed before its node keeps its number
+                            record_issued(self.rt, next_round)
+                        except OSError as exc:
+                            self.stop_now(f"could not write {issued_path(self.rt)}: {exc}")
+                            break
                         with tags(*self.run_tags):
                             context = contextvars.copy_context()  # rounds stay subflows of the search
                         in_flight.add(in_daemon_thread(f"round-{next_round}", context.run, evolve_round,
@@ -102,6 +116,9 @@ class RoundLoop:
         try:
             summary = future.result()
         except Aborted:  # the search is being aborted: its rounds in flight are recorded together
+            return
+        except SearchStopped as exc:
+            self.stop_now(str(exc))
             return
         except Exception as exc:  # a round that failed outside its tasks' handling: keep going
             self.logger.error("round failed: %s: %s", type(exc).__name__, exc)
@@ -122,6 +139,10 @@ class RoundLoop:
             self.artifacts.after_round(rt.tree, rt.stats.rounds_done)
         if rt.on_round:
             rt.on_round({**summary, "best": self.best})
+        self.breakers.observe(summary)
+        tripped = self.breakers.tripped()
+        if tripped:
+            self.stop_now(tripped)
 
 
 def in_daemon_thread(name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
@@ -177,4 +198,7 @@ def publish(rt: Runtime) -> None:
     import os
 
     running = {"pid": os.getpid(), "search_id": rt.search_id, "rounds_done": rt.stats.rounds_done}
-    write_report(rt.experiment.report_path, build_report(rt.tree, rt.experiment.name, running))
+    try:
+        write_report(rt.experiment.report_path, build_report(rt.tree, rt.experiment.name, running))
+    except OSError as exc:  # e.g. a full disk: the tree is what counts; persisting stops the search
+        get_run_logger().warning("could not write %s: %s", rt.experiment.report_path, exc)

@@ -15,6 +15,7 @@ from prefect.runtime import flow_run
 from prefect.states import Cancelled, Failed
 
 from evolveflow.abort import SearchAborted
+from evolveflow.breakers import SearchStopped
 from evolveflow.edits import code_hash
 from evolveflow.evaluation import check_evaluator
 from evolveflow.experiment import load_experiment
@@ -141,6 +142,8 @@ def evolve_search(
         summary = search(experiment, rounds, config_file, overrides, root, progress)
         if summary["stop_reason"].startswith("aborted"):  # a second Ctrl-C or SIGTERM
             return Cancelled(message=summary["stop_reason"], data=SearchAborted(summary["stop_reason"]))
+        if summary["stop_reason"].startswith("stopped:"):  # a circuit breaker, or storage failing
+            return Failed(message=summary["stop_reason"], data=SearchStopped(summary["stop_reason"]))
         return summary
     except Exception as exc:
         if not is_user_error(exc):
@@ -177,13 +180,16 @@ def search(experiment: str, rounds: int, config_file: str | None, overrides: dic
             prepare(rt)
             stop_reason = RoundLoop(rt, first_round(rt), rounds, artifacts, run_tags).run()
         except KeyboardInterrupt:  # a third Ctrl-C, or one before the rounds started
-            rt.abort("KeyboardInterrupt")
-            stop_reason = "aborted (KeyboardInterrupt)"
+            rt.abort("aborted by KeyboardInterrupt")
+            stop_reason = rt.abort_reason
             raise
         finally:
             if rt.aborted.is_set():
                 stop_reason = record_abort(rt, stop_reason, logger)
-            rt.tree.end_run(run_id, rt.stats.rounds_done, stop_reason)
+            try:
+                rt.tree.end_run(run_id, rt.stats.rounds_done, stop_reason)
+            except Exception as exc:  # noqa: BLE001 - e.g. the disk is full: say so, keep the reason
+                logger.error("could not record the end of this run in %s: %s", exp.tree_path, exc)
             summary = summarise(rt, stop_reason, time.monotonic() - started)
             artifacts.finish(rt.tree, summary, str(exp.storage_dir / "report.html"))
             publish(rt)
@@ -197,11 +203,16 @@ def search(experiment: str, rounds: int, config_file: str | None, overrides: dic
 
 def record_abort(rt: Runtime, stop_reason: str, logger) -> str:
     """Records the rounds in flight of an aborted search as abandoned (in the tree and the UI)."""
-    abandoned = record_abandoned(rt, f"the search was aborted ({rt.abort_reason}) while this round was in flight")
+    in_flight = len(rt.in_flight)
+    try:
+        abandoned = record_abandoned(rt, f"in flight when the search stopped: {rt.abort_reason}")
+    except Exception as exc:  # noqa: BLE001 - e.g. the disk is full: the next start marks them abandoned
+        logger.error("could not record the %d round(s) in flight as abandoned: %s", in_flight, exc)
+        return f"{stop_reason}: {in_flight} round(s) in flight could not be recorded"
     if abandoned:
         logger.warning("recorded %d round(s) in flight as abandoned: nodes %s", len(abandoned), abandoned)
         rt.stats.by_status["abandoned"] = len(abandoned)
-        cancel_own_round_runs(rt.experiment.name, f"the search was aborted ({rt.abort_reason})", logger)
+        cancel_own_round_runs(rt.experiment.name, f"the search stopped: {rt.abort_reason}", logger)
     return f"{stop_reason}: {len(abandoned)} round(s) in flight recorded as abandoned"
 
 

@@ -114,7 +114,10 @@ class TreeStore:
                         self._con.execute(sql, list(params))
                 self._con.execute("COMMIT")
             except BaseException:
-                self._con.execute("ROLLBACK")
+                try:
+                    self._con.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass  # the failed statement (a full disk, ...) ended the transaction: keep its error
                 raise
 
     # ---- reads -------------------------------------------------------------------------------

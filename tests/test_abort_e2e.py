@@ -109,7 +109,7 @@ def test_second_signal_kills_hanging_evaluators_and_records_their_rounds_abandon
         assert all(n.score is None for n in abandoned)
         assert tree.ids_with_status(Status.CANDIDATE_ERROR) == []
         runs = tree._fetch("SELECT stop_reason FROM runs")
-    assert any(r[0] and r[0].startswith(f"aborted (second {sig.name})") for r in runs), runs
+    assert any(r[0] and r[0].startswith(f"aborted by a second {sig.name}") for r in runs), runs
     assert _round_runs_left_running() == []
     print(f"exit {seconds:.1f} s after the second {sig.name}")
 
