@@ -94,7 +94,7 @@ def _report(experiment: str, lineage_status: bool = False) -> tuple[dict, str]:
     if not exp.tree_path.exists():
         raise CliError(f"{exp.name} has not been run yet: evolveflow run {exp.name} --rounds 10")
     with TreeStore(exp.tree_path, read_only=True, lock_wait_s=5) as tree:
-        report = build_report(tree, exp.name)
+        report = build_report(tree, exp.name, metrics_max_chars=exp.config.evaluation.metrics_max_chars)
         if lineage_status:
             status = {n.id: n.status.value for n in tree.nodes([s["id"] for s in report["lineage"]])}
             for step in report["lineage"]:

@@ -199,6 +199,7 @@ def publish(rt: Runtime) -> None:
 
     running = {"pid": os.getpid(), "search_id": rt.search_id, "rounds_done": rt.stats.rounds_done}
     try:
-        write_report(rt.experiment.report_path, build_report(rt.tree, rt.experiment.name, running))
+        write_report(rt.experiment.report_path, build_report(rt.tree, rt.experiment.name, running,
+                                                             rt.config.evaluation.metrics_max_chars))
     except OSError as exc:  # e.g. a full disk: the tree is what counts; persisting stops the search
         get_run_logger().warning("could not write %s: %s", rt.experiment.report_path, exc)
