@@ -68,6 +68,12 @@ def _one_line(text: str | None, limit: int = 120) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+def _first_line(text: str | None, limit: int = 80) -> str:
+    # A table cell the UI does not wrap: one short line, the rest is on the best page and in the report.
+    line = next((ln for ln in (text or "").splitlines() if ln.strip()), "")
+    return _one_line(line, limit)
+
+
 def round_line(summary: dict[str, Any]) -> str:
     """Returns the one log line of a finished round: round, node, parent, status, score, change."""
     score, parent_score = summary.get("score"), summary.get("parent_score")
@@ -85,7 +91,7 @@ def leaderboard_rows(nodes: Sequence[Node]) -> list[dict[str, Any]]:
     ranked = sorted((n for n in nodes if n.score is not None), key=lambda n: (-n.score, n.id))
     return [
         {"rank": i, "node": n.id, "score": round(n.score, 6), "parent": n.parent_id, "round": n.round,
-         "status": n.status.value, "motivation": _one_line(n.motivation)}
+         "status": n.status.value, "motivation": _first_line(n.motivation)}
         for i, n in enumerate(ranked[:LEADERBOARD_SIZE], start=1)
     ]
 
@@ -123,7 +129,7 @@ def summary_markdown(summary: dict[str, Any], report_html: str) -> str:
     lines = [
         f"# Search {summary['experiment']}: stopped ({summary['stop_reason']})",
         "",
-        "| | |",
+        "| item | value |",
         "|---|---|",
         f"| rounds done | {summary['rounds_done']} |",
         f"| outcomes | {outcomes} |",

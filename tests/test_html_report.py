@@ -194,3 +194,90 @@ def test_an_empty_tree_and_a_failed_root_still_render(tmp_path):
         failed = write_html_report(tree, "failed", tmp_path / "failed.html").read_text()
     assert "<b>0</b> nodes" in empty and "no LLM calls recorded" in empty
     assert "best score <b>-</b>" in failed and "SyntaxError: boom" in failed
+
+
+def chain_tree(path: Path, n: int, cost: float | None = 0.0) -> None:
+    """Writes a chain of n ok nodes, the deepest the best, the root in the top 20, with LLM calls."""
+    with TreeStore(path) as tree:
+        for i in range(1, n + 1):
+            code, score = f"x = {i}\n", 1.0 + (n - 10 if i == 1 else i) / 1000
+            reply = LLMReply(text="", model="some/model", prompt_tokens=900, completion_tokens=60, cost_usd=cost)
+            tree.finish_node(
+                Node(id=i, parent_id=i - 1 or None, round=i - 1, code=code, code_hash=code_hash(code),
+                     motivation="initial program" if i == 1 else f"step {i}",
+                     edit="" if i == 1 else f"-x = {i - 1}\n+x = {i}\n", score=score, status=Status.OK),
+                [EvalResult(outcome=Outcome.OK, score=score)],
+                [("propose", reply, None)] if i > 1 else [])
+
+
+PROBE = """<script>
+const box = document.querySelector('#lineage table').parentElement, rows = document.querySelectorAll('#lineage tbody tr');
+const b = box.getBoundingClientRect(), r = rows[rows.length - 1].getBoundingClientRect();
+const root = [...document.querySelectorAll('#leaderboard tbody tr')].find(tr => tr.cells[1].innerText.trim() === '1');
+const out = document.createElement('pre'); out.id = 'probe';
+out.textContent = JSON.stringify({box: [b.top, b.bottom], last: [r.top, r.bottom],
+  root: root.cells[6].innerText, tree: [...document.querySelectorAll('#tree text')].map(t => t.textContent)});
+document.body.appendChild(out);
+</script>"""
+
+
+def probe_in_chromium(html: Path, tmp_path: Path) -> dict:
+    """Returns what PROBE measured in the page as chromium laid it out (after the page's own scripts)."""
+    import json
+
+    probed = tmp_path / "probed.html"
+    text = html.read_text()
+    cut = text.rindex("</body>")
+    probed.write_text(text[:cut] + PROBE + text[cut:])
+    dom, _ = render_in_chromium(probed, tmp_path / "probed.png")
+    return json.loads(unescape(dom.split('<pre id="probe">', 1)[1].split("</pre>", 1)[0]))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
+def test_a_deep_chain_shows_the_best_in_lineage_and_tree_and_the_roots_note_apart(tmp_path):
+    chain_tree(tmp_path / "tree.duckdb", 40)
+    with TreeStore(tmp_path / "tree.duckdb", read_only=True) as tree:
+        html = write_html_report(tree, "chain", tmp_path / "report.html")
+    seen = probe_in_chromium(html, tmp_path)
+    assert seen["box"][0] - 1 <= seen["last"][0] and seen["last"][1] <= seen["box"][1] + 1, seen  # node 40 in view
+    assert "initial programno diff" not in seen["root"] and seen["root"].split("\n") == ["initial program", "no diff"]
+    assert any(label.startswith("★ #40 ") for label in seen["tree"]), seen["tree"]  # the best is drawn, not folded
+
+
+def test_the_tree_opens_where_the_best_is_visible_and_at_the_root_when_shallow(tmp_path, thousand):
+    from evolveflow.morning_report.charts import TREE_LEVELS, tree
+    from evolveflow.morning_report.data import gather
+
+    chain_tree(tmp_path / "tree.duckdb", 40)
+    with TreeStore(tmp_path / "tree.duckdb", read_only=True) as store:
+        deep = gather(store, "chain")
+    icicle = tree(deep).data[0]
+    assert int(icicle.level) in deep.lineage and 40 - int(icicle.level) < icicle.maxdepth == TREE_LEVELS
+    with TreeStore(thousand, read_only=True) as store:
+        bushy = gather(store, "synthetic")
+    icicle = tree(bushy).data[0]
+    depth = len(bushy.lineage) - (bushy.lineage.index(int(icicle.level)) if icicle.level else 0)
+    assert depth <= icicle.maxdepth  # the best of 1,000 nodes is in the columns drawn
+
+
+@pytest.mark.parametrize("cost", [0.0, None])
+def test_tokens_chart_draws_no_usd_axis_when_no_cost_is_above_zero(tmp_path, cost):
+    from evolveflow.morning_report.charts import usage
+    from evolveflow.morning_report.data import gather
+
+    chain_tree(tmp_path / "tree.duckdb", 5, cost=cost)
+    with TreeStore(tmp_path / "tree.duckdb", read_only=True) as store:
+        fig = usage(gather(store, "chain"))
+    assert [t.yaxis for t in fig.data] == ["y", "y"] and fig.layout.yaxis2.visible is False
+    assert fig.layout.title.text == f"cost {'$0' if cost == 0 else 'unknown'} for every call: not drawn"
+
+
+def test_tokens_chart_draws_the_usd_axis_when_some_cost_is_known(tmp_path):
+    from evolveflow.morning_report.charts import usage
+    from evolveflow.morning_report.data import gather
+
+    chain_tree(tmp_path / "tree.duckdb", 5, cost=0.002)
+    with TreeStore(tmp_path / "tree.duckdb", read_only=True) as store:
+        fig = usage(gather(store, "chain"))
+    assert [t.yaxis for t in fig.data] == ["y", "y", "y2"] and fig.data[2].y[-1] == pytest.approx(0.008)
+    assert fig.layout.yaxis2.title.text == "USD (cumulative)" and not fig.layout.title.text

@@ -46,8 +46,15 @@ def test_leaderboard_is_best_first_top_20_with_one_line_motivations():
     rows = leaderboard_rows(nodes)
     assert len(rows) == 20
     assert rows[0] == {"rank": 1, "node": 6, "score": 6.0, "parent": 5, "round": 6, "status": "ok",
-                       "motivation": "try 6 second line"}
+                       "motivation": "try 6"}
     assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+
+
+def test_leaderboard_motivation_is_its_first_line_cut_to_80_chars():
+    long = "ROW_2_RIGHT: 0.87285 -> 0.90133 (x1.033); " * 4 + "\nwhy: the second line"
+    rows = leaderboard_rows([_node(1, 1.0, motivation="\n  " + long), _node(2, 0.5, motivation="short")])
+    assert rows[0]["motivation"] == long.split("\n")[0][:79] + "…" and len(rows[0]["motivation"]) == 80
+    assert rows[1]["motivation"] == "short"
 
 
 def test_best_page_has_score_lineage_diff_and_lesson():
@@ -68,6 +75,8 @@ def test_summary_page_has_stop_reason_outcomes_cost_and_where_the_report_is():
     page = summary_markdown(summary, "/s/report.html")
     assert "stopped (rounds)" in page and "| outcomes | ok 2, rejected 1 |" in page
     assert "| cost | unknown |" in page and "`/s/report.html`" in page
+    header = next(line for line in page.splitlines() if line.startswith("|"))
+    assert header == "| item | value |"  # an empty header is a blank band in the UI
 
 
 def test_dead_process_only_for_a_pid_of_this_host_that_exited():

@@ -67,6 +67,17 @@ def _node_colours(nodes: list[NodeRow]) -> list[str]:
             if n.status == "ok" and n.score is not None else COLOURS.get(n.status, "#cccccc") for n in nodes]
 
 
+TREE_LEVELS = 10  # columns drawn at once: labels such as "★ #1000 1.2345" still fit at 1,200 px
+
+
+def tree_view(data: ReportData, levels: int = TREE_LEVELS) -> int | None:
+    """Returns the node the icicle opens at: the root, or on a deep lineage the ancestor that puts the best
+    in the next-to-last column drawn (the path bar above leads back up), so the best is always visible."""
+    if len(data.lineage) < levels:
+        return None
+    return data.lineage[len(data.lineage) - levels + 1]
+
+
 def tree(data: ReportData) -> go.Figure:
     """Returns the whole tree as an icicle: box size = subtree size, colour = score; click to zoom."""
     nodes = data.nodes
@@ -88,7 +99,8 @@ def tree(data: ReportData) -> go.Figure:
             ["#ffffff"] + colours, ["all roots"] + hover
         values = [len(nodes)] + values
     fig = go.Figure(go.Icicle(
-        ids=ids, parents=parents, labels=labels, values=values, branchvalues="total", maxdepth=8,
+        ids=ids, parents=parents, labels=labels, values=values, branchvalues="total", maxdepth=TREE_LEVELS,
+        level="" if tree_view(data) is None else str(tree_view(data)),
         marker=dict(colors=colours, line=dict(color=["#000000" if i in {str(x) for x in on_best} else "#ffffff"
                                                       for i in ids], width=1)),
         hovertext=hover, hoverinfo="text", tiling=dict(orientation="h"), sort=False))
@@ -139,13 +151,18 @@ def usage(data: ReportData) -> go.Figure:
         cum_cost.append(cost)
     fig.add_trace(go.Scatter(x=times, y=cum_prompt, name="prompt tokens", mode="lines"), secondary_y=False)
     fig.add_trace(go.Scatter(x=times, y=cum_completion, name="completion tokens", mode="lines"), secondary_y=False)
-    if unknown < len(data.calls):
+    fig.update_layout(**_LAYOUT, height=360)
+    fig.update_yaxes(title_text="tokens (cumulative)", secondary_y=False)
+    if cost > 0:
         label = "cost USD" + (f" (known prices only; {unknown} call(s) unknown)" if unknown else "")
         fig.add_trace(go.Scatter(x=times, y=cum_cost, name=label, mode="lines", line=dict(dash="dot", color="#000")),
                       secondary_y=True)
-    fig.update_layout(**_LAYOUT, height=360)
-    fig.update_yaxes(title_text="tokens (cumulative)", secondary_y=False)
-    fig.update_yaxes(title_text="USD (cumulative)", secondary_y=True, rangemode="tozero")
+        fig.update_yaxes(title_text="USD (cumulative)", secondary_y=True, rangemode="tozero")
+    else:  # an all-zero line would get an axis of made-up ticks (0.049 … 0.884): say it instead
+        what = "unknown" if unknown == len(data.calls) else "$0" if not unknown else "unknown/0"
+        fig.update_yaxes(visible=False, secondary_y=True)
+        fig.update_layout(title=dict(text=f"cost {what} for every call: not drawn", font=dict(size=13), x=0.5,
+                                     xanchor="center"))
     return fig
 
 

@@ -24,6 +24,10 @@ pre{background:#f8f8f8;padding:8px;overflow:auto;max-height:420px;font-size:12px
 """
 
 
+_SCROLL_TO_END = ("<script>for(const e of document.querySelectorAll('.at-end'))e.scrollTop=e.scrollHeight;"
+                  "</script>")
+
+
 def _num(value: float | None, digits: str = ".6g") -> str:
     return "-" if value is None else format(value, digits)
 
@@ -89,7 +93,8 @@ def _lineage(data: ReportData) -> str:
         rows.append([_td(n.id, True), _td(n.round, True), _td(_num(n.score), True),
                      _delta(n.score, previous), _td(charts._short(n.motivation, 200))])
         previous = n.score
-    return _table(["node", "round", "score", "Δ", "motivation"], rows, "scroll")
+    # Long lineages scroll, opened at the bottom: the best is the row a reader comes for.
+    return _table(["node", "round", "score", "Δ", "motivation"], rows, "scroll at-end" if len(rows) > 15 else "")
 
 
 def _leaderboard(data: ReportData) -> str:
@@ -97,7 +102,7 @@ def _leaderboard(data: ReportData) -> str:
     for rank, (n, parent) in enumerate(leaderboard(data), 1):
         spread = f" ±{n.score_spread:.2g}" if n.score_spread else ""
         diff = (f"<details><summary>diff from node {n.parent_id} ({n.edit.count(chr(10)) + 1} lines)</summary>"
-                f"<pre>{escape(n.edit)}</pre></details>" if n.edit else '<span class="muted">no diff</span>')
+                f"<pre>{escape(n.edit)}</pre></details>" if n.edit else '<div class="muted">no diff</div>')
         rows.append([_td(rank, True), _td(n.id, True), _td(_num(n.score) + spread, True), _td(n.round, True),
                      _td("-" if n.parent_id is None else n.parent_id, True), _delta(n.score, parent.score if parent else None),
                      f"<td>{escape(charts._short(n.motivation, 160))}{diff}</td>"])
@@ -140,7 +145,9 @@ def render(data: ReportData) -> str:
          + _figure(charts.progress(data))),
         ("lineage", "Lineage of the best", _lineage(data)),
         ("tree", "The whole tree", "<p class=muted>Box size = subtree size, colour = score (failures in their "
-         "outcome's colour), ★ = on the best's lineage. Click a box to zoom into its subtree.</p>"
+         "outcome's colour), ★ = on the best's lineage. Click a box to zoom into its subtree."
+         + (" The best is deep: the tree opens at its ancestor, the path bar above leads back to the root."
+            if charts.tree_view(data) is not None else "") + "</p>"
          + _figure(charts.tree(data))),
         ("leaderboard", "Leaderboard", _leaderboard(data)),
         ("lessons", "Lessons", _lessons(data)),
@@ -157,5 +164,5 @@ def render(data: ReportData) -> str:
         f"<title>{escape(data.experiment)}: morning report</title><style>{_CSS}</style>"
         f"<script>{get_plotlyjs()}</script></head><body>"
         f"<h1>{escape(data.experiment)}</h1><p class=muted>evolveflow report, generated {escape(data.generated_at)}</p>"
-        f"{_summary(data)}<nav>{nav}</nav>{body}</body></html>"
+        f"{_summary(data)}<nav>{nav}</nav>{body}{_SCROLL_TO_END}</body></html>"
     )
