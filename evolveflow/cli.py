@@ -55,6 +55,18 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"{time.monotonic() - started:.1f} s; Prefect starts a local server on first use; that can take ~20 s)",
           flush=True)
 
+    from evolveflow.search_lock import SearchLock
+
+    # Taken now, not when the flow starts: status says "starting" and a second run is refused
+    # during Prefect's start-up. The flow (same process) inherits it.
+    lock = SearchLock.hold_while_starting(exp.lock_path)
+    try:
+        return _run_search(args, overrides)
+    finally:
+        lock.release()
+
+
+def _run_search(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     import logging
 
     from flows.search import evolve_search  # Prefect import takes seconds: only when needed
@@ -81,16 +93,20 @@ def _report(experiment: str, lineage_status: bool = False) -> tuple[dict, str]:
 
     lineage_status adds each lineage node's status when the tree is readable (not in the snapshot).
     """
-    from evolveflow.search_lock import is_locked
+    from evolveflow.search_lock import is_locked, read_holder, starting_since
     from storage.report import build_report, read_report
     from storage.tree import TreeStore
 
     exp = load_experiment(experiment)
     if is_locked(exp.lock_path):
         report = read_report(exp.report_path)
-        if report is None:
-            raise CliError(f"a search on {exp.name} is starting and has not published a report yet")
-        return report, "live snapshot from the running search"
+        starting = starting_since(exp.lock_path, exp.report_path)
+        if starting is None and report is not None:
+            return report, "live snapshot from the running search"
+        if starting is None:  # a flow started without `evolveflow run` (a deployment), in its first seconds
+            holder = read_holder(exp.lock_path)
+            starting = {"pid": holder.get("pid"), "since": str(holder.get("started", "-")).split(" ")[-1]}
+        return _starting_report(exp, report, starting)
     if not exp.tree_path.exists():
         raise CliError(f"{exp.name} has not been run yet: evolveflow run {exp.name} --rounds 10")
     with TreeStore(exp.tree_path, read_only=True, lock_wait_s=5) as tree:
@@ -100,6 +116,19 @@ def _report(experiment: str, lineage_status: bool = False) -> tuple[dict, str]:
             for step in report["lineage"]:
                 step["status"] = status.get(step["id"], "-")
         return report, f"from {exp.tree_path}"
+
+
+def _starting_report(exp: Any, previous: dict | None, starting: dict) -> tuple[dict, str]:
+    """The report of a search that is starting: the previous search's figures, or none yet."""
+    running = {"phase": "starting", "pid": starting["pid"], "since": starting["since"], "rounds_done": 0}
+    if previous is not None:
+        return {**previous, "running": running}, "last report of the previous search"
+    if exp.tree_path.exists():  # a tree from before reports were published; held by the search once it opens
+        raise CliError(f"a search on {exp.name} is starting (pid {starting['pid']}, since {starting['since']}) "
+                       "and has not published a report yet")
+    from storage.report import empty_report
+
+    return empty_report(exp.name, running), "nothing has run yet"
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -127,7 +156,10 @@ def cmd_best(args: argparse.Namespace) -> int:
         return 0
     report, source = _report(args.experiment, lineage_status=True)
     if report["best"] is None:
-        raise CliError(f"{args.experiment} has no evaluated node yet")
+        running = report.get("running") or {}
+        starting = (f": a search on it is starting (pid {running['pid']}, since {running['since']})"
+                    if running.get("phase") == "starting" else "")
+        raise CliError(f"{args.experiment} has no evaluated node yet{starting}")
     show_best(console, report, source)
     return 0
 

@@ -91,10 +91,16 @@ def cell(value: Any) -> str:
 def show_status(console: Console, report: dict[str, Any], source: str) -> None:
     """The status of a search: outcomes, scores, usage and cost, and whether it is running."""
     best, usage, running = report["best"], report["usage"], report.get("running")
-    line(console, f"{report['experiment']}: rounds {report['rounds']}, nodes {report['nodes']} "
+    lost = report.get("round_numbers_lost") or 0
+    lost_note = f" ({lost} more round number(s) ended with no node: killed or failed before it was written)" if lost else ""
+    line(console, f"{report['experiment']}: rounds {report['rounds']}{lost_note}, nodes {report['nodes']} "
                   f"({source}, {report['generated_at']})", "bold")
-    line(console, f"running: pid {running['pid']}, {running['rounds_done']} rounds done in this run" if running
-         else "not running", "green" if running else "dim")
+    if running and running.get("phase") == "starting":
+        line(console, f"starting: a search on {report['experiment']} is starting (pid {running['pid']}, "
+                      f"since {running['since']})", "yellow")
+    else:
+        line(console, f"running: pid {running['pid']}, {running['rounds_done']} rounds done in this run" if running
+             else "not running", "green" if running else "dim")
     console.print(table(console, ("outcome", "nodes"), sorted(report["by_status"].items()), right=("nodes",)))
     facts = [
         ("initial score", fmt_score(report["initial_score"])),

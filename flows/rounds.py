@@ -18,7 +18,7 @@ from evolveflow.stopping import Progress, stop_reason
 from flows.artifacts import ArtifactPublisher
 from flows.round import evolve_round
 from flows.signals import stop_on_signals
-from storage.report import build_report, write_report
+from storage.report import LAST_ROUND_FILE, RUN_FIRST_ROUND_FILE, build_report, read_round_file, write_report
 
 
 PUBLISH_EVERY_S = 2.0
@@ -172,9 +172,9 @@ def issued_path(rt: Runtime):
     return rt.experiment.storage_dir / "last_round"
 
 
-def record_issued(rt: Runtime, round_no: int) -> None:
+def record_issued(rt: Runtime, round_no: int, name: str = LAST_ROUND_FILE) -> None:
     """Records the highest round number handed out (atomically; a crash never loses it)."""
-    path = issued_path(rt)
+    path = rt.experiment.storage_dir / name
     tmp = path.with_suffix(".tmp")
     tmp.write_text(f"{round_no}\n")
     os.replace(tmp, path)
@@ -184,13 +184,17 @@ def first_round(rt: Runtime) -> int:
     """Returns the next unused round number: after every node's round and every round handed out.
 
     A round killed before its node was written (while sampling or waiting on the LLM) left no
-    node, but its flow run is named for its number: that number is never given out again.
+    node, but its flow run is named for its number: that number is never given out again. The
+    reports count the rounds that produced a node and the numbers lost (storage/report.py); the
+    number returned is recorded as this run's first, so that its rounds in flight are not counted lost.
     """
+    issued = read_round_file(rt.experiment.storage_dir, LAST_ROUND_FILE) or 0
+    first = max(rt.tree.max_round(), issued) + 1
     try:
-        issued = int(issued_path(rt).read_text().strip() or 0)
-    except (OSError, ValueError):
-        issued = 0
-    return max(rt.tree.max_round(), issued) + 1
+        record_issued(rt, first, RUN_FIRST_ROUND_FILE)
+    except OSError:  # only the live report's count of lost numbers needs it; storage errors stop rounds
+        pass
+    return first
 
 
 def publish(rt: Runtime) -> None:
