@@ -138,6 +138,11 @@ class EvaluationConfig(Section):
     # experiment's storage (docs/sandbox.md).
     hidden_paths: list[str] = Field(default_factory=list)
     hide_defaults: bool = True
+    # Process level (no bubblewrap), evolveflow running as root: the evaluator runs as a fresh
+    # unprivileged uid. network none: a namespace with only loopback, where the kernel allows.
+    separate_user: bool = True
+    network: Literal["none", "host"] = "none"
+    max_file_mb: int | None = Field(4096, gt=0)  # RLIMIT_FSIZE: no file the evaluator writes may be larger
     # A result (JSON line, results.json, the harness's pipe) up to this size is read whole.
     max_result_bytes: int = Field(50_000_000, gt=0)
     # A node's metrics as stored (tree, report, UI): a value longer than this, as JSON, is cut

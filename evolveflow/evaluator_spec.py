@@ -1,6 +1,7 @@
 """The sandbox settings and contract of an experiment's evaluator, built from its config (light to import)."""
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -25,7 +26,29 @@ def evaluator_spec(experiment: Experiment) -> EvaluatorSpec:
         experiment_dir=experiment.dir, feedback_max_chars=ev.feedback_max_chars,
         keep_files_max_bytes=ev.keep_files_max_bytes, max_result_bytes=ev.max_result_bytes,
         metrics_max_chars=ev.metrics_max_chars,
-        # Under bwrap candidates cannot even read the search's databases (they cannot write
-        # anywhere but their working directory at that level anyway).
-        hidden_paths=(experiment.storage_dir,),
+        hidden_paths=hidden_paths(experiment),
+        max_file_mb=ev.max_file_mb, separate_user=ev.separate_user, network=ev.network,
     )
+
+
+# Credentials and histories in a home directory: hidden from evaluators under bwrap by default.
+HOME_SECRETS = (".aws", ".ssh", ".gnupg", ".azure", ".kube", ".docker", ".netrc", ".git-credentials",
+                ".pypirc", ".npmrc", ".huggingface", ".cache/huggingface", ".config/gcloud", ".config/gh",
+                ".bash_history", ".zsh_history", ".python_history", ".psql_history", ".mysql_history")
+SYSTEM_SECRETS = ("/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/sudoers.d", "/etc/ssl/private")
+
+
+def hidden_paths(experiment: Experiment) -> tuple[Path, ...]:
+    """Returns what the evaluator must not see under bwrap: evaluation.hidden_paths, and unless
+    hide_defaults is off: the experiment's storage (its databases and the other candidates'
+    results), the Prefect home (its database and settings), credential dot-files of the home
+    directory, the system's secrets and the working directory's .env file."""
+    ev = experiment.config.evaluation
+    paths = [Path(p).expanduser() if p.startswith("~") else (experiment.dir / p).resolve() if not Path(p).is_absolute()
+             else Path(p) for p in ev.hidden_paths]
+    if ev.hide_defaults:
+        home = Path.home()
+        prefect_home = Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()
+        paths += [experiment.storage_dir, prefect_home, *(home / name for name in HOME_SECRETS),
+                  *map(Path, SYSTEM_SECRETS), Path.cwd() / ".env"]
+    return tuple(dict.fromkeys(p.absolute() for p in paths))

@@ -527,15 +527,23 @@ except OSError as exc:
 '''
 
 
-@pytest.mark.parametrize("level, expected", [("process", "connected"),
-                                             pytest.param("bwrap", "blocked: ConnectionRefusedError", marks=needs_bwrap)])
-def test_network_to_the_host_only_under_process_level(tmp_path, level, expected):
+def _network_namespaces_work() -> bool:
+    return subprocess.run(["unshare", "--net", "--user", "true"], capture_output=True).returncode == 0 \
+        if shutil.which("unshare") else False
+
+
+@pytest.mark.parametrize("level, network, expected", [
+    pytest.param("process", "none", "blocked: ConnectionRefusedError",
+                 marks=pytest.mark.skipif(not _network_namespaces_work(), reason="no network namespaces here")),
+    ("process", "host", "connected"),
+    pytest.param("bwrap", "none", "blocked: ConnectionRefusedError", marks=needs_bwrap)])
+def test_the_hosts_loopback_is_out_of_reach_unless_network_host(tmp_path, level, network, expected):
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()
         evaluator = make_python(tmp_path, RUN_AND_REPORT)
         candidate = NETWORK_ATTEMPT.format(port=server.getsockname()[1])
-        result = run_evaluation(candidate, EvaluatorSpec(path=evaluator, sandbox=level))
+        result = run_evaluation(candidate, EvaluatorSpec(path=evaluator, sandbox=level, network=network))
     assert result.metrics["out"] == expected
 
 

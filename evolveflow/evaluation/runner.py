@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import shutil
 import stat
@@ -53,6 +54,10 @@ class EvaluatorSpec(BaseModel):
     extra_env: dict[str, str] = Field(default_factory=dict)
     hidden_paths: tuple[Path, ...] = ()  # under bwrap: replaced by an empty tmpfs (dirs) or /dev/null
     max_processes: int | None = Field(default=512, gt=0)  # RLIMIT_NPROC headroom; ignored for root
+    max_file_mb: int | None = Field(default=4096, gt=0)  # RLIMIT_FSIZE: no file written may be larger
+    # Process level, evolveflow running as root: run the evaluator as a fresh unprivileged uid.
+    separate_user: bool = True
+    network: Literal["none", "host"] = "none"  # none: only loopback of its own (where the kernel allows)
     contract: Literal["auto", "native", "asi", "openevolve", "shinka"] = "auto"
     python: str | None = None  # interpreter for Python evaluators; None: evolveflow's own
     pythonpath: tuple[Path, ...] = ()  # put on the evaluator's PYTHONPATH
@@ -127,6 +132,91 @@ def sandbox_level(spec: EvaluatorSpec) -> str:
     return "process"
 
 
+@dataclasses.dataclass(frozen=True)
+class Isolation:
+    """What the sandbox really gives this evaluator here (probed once per evaluator and level)."""
+
+    level: str  # "bwrap" or "process"
+    separate_user: bool  # runs as an unprivileged uid of its own
+    own_network: bool  # only a loopback of its own: no route out, no DNS, not the host's 127.0.0.1
+    why_not: tuple[str, ...] = ()  # why a protection asked for is missing
+
+    def describe(self) -> str:
+        """One line for the start of a search: the level, what it does, what it does not protect."""
+        if self.level == "bwrap":
+            gives = "read-only filesystem except its working directory, secrets and storage hidden, " \
+                    "own pid and network namespaces, no capabilities"
+            if self.separate_user:
+                gives += ", an unprivileged uid"
+            lacks = "CPU time beyond the timeout, and what a process of the same user can do to files it may read"
+        else:
+            gives = ", ".join(filter(None, [
+                "scrubbed environment, rlimits (memory, file size, processes), whole-tree kill",
+                "an unprivileged uid of its own (writes only its working directory, reads no other process's "
+                "environment)" if self.separate_user else "",
+                "no network (only its own loopback)" if self.own_network else ""]))
+            lacks = "reads of world-readable files" if self.separate_user else \
+                "writes anywhere this user can write (venv, storage), reads of this user's files and of other " \
+                "processes' environments"
+            if not self.own_network:
+                lacks += ", network access"
+            lacks += " (install bubblewrap for more)"
+        notes = f" [{'; '.join(self.why_not)}]" if self.why_not else ""
+        return f"sandbox: {self.level} level: {gives}; NOT protected: {lacks}{notes}"
+
+
+_ISOLATION: dict[tuple, Isolation] = {}
+_PROBE = (
+    "import json, os, socket, sys\n"
+    "for p in sys.argv[1:]:\n"
+    "    os.listdir(p) if os.path.isdir(p) else open(p, 'rb').close()\n"
+    "print(json.dumps({'uid': os.getuid(), 'interfaces': sorted(n for _, n in socket.if_nameindex())}))"
+)
+
+
+def isolation_for(spec: EvaluatorSpec) -> Isolation:
+    """Return what the sandbox gives spec's evaluator here; at the process level this is probed by
+    running a tiny program the way the evaluator will run (once per evaluator per process)."""
+    level = sandbox_level(spec)
+    key = (level, spec.interpreter, spec.path, spec.experiment_dir, spec.pythonpath, spec.separate_user, spec.network)
+    if key not in _ISOLATION:
+        _ISOLATION[key] = _probe(spec, level)
+    return _ISOLATION[key]
+
+
+def _probe(spec: EvaluatorSpec, level: str) -> Isolation:
+    why_not: list[str] = []
+    user = spec.separate_user and os.geteuid() == 0
+    network = spec.network == "none" or level == "bwrap"
+    needed = [str(p) for p in dict.fromkeys([spec.path, spec.path.parent, HARNESS_PATH, *spec.pythonpath,
+                                             *([spec.experiment_dir] if spec.experiment_dir else [])])]
+    for attempt in (True, False) if user else (False,):
+        found = _run_probe(spec, level, needed, separate_user=attempt, own_network=network)
+        if isinstance(found, dict):
+            own_network = network and found.get("interfaces") == ["lo"]
+            if network and not own_network:
+                why_not.append("no network namespace here (needs root or user namespaces): the candidate has the host's network")
+            return Isolation(level, separate_user=attempt, own_network=own_network, why_not=tuple(why_not))
+        if attempt:
+            why_not.append(f"cannot run it as a separate user: {found} (make the interpreter, the evaluator "
+                           "and its folder reachable by other users, e.g. a Python outside /root, or install bubblewrap)")
+    return Isolation(level, separate_user=False, own_network=level == "bwrap", why_not=tuple(why_not))
+
+
+def _run_probe(spec: EvaluatorSpec, level: str, needed: list[str], *, separate_user: bool,
+               own_network: bool) -> dict | str:
+    with tempfile.TemporaryDirectory(prefix="evolveflow-probe-") as workdir:
+        done = sandbox.run_sandboxed(
+            [spec.interpreter, "-I", "-S", "-c", _PROBE, *needed], workdir=Path(workdir),
+            env=evaluator_environment(Path(workdir), None, spec), level=level,
+            limits=_limits(spec, timeout_s=_CHECK_TIMEOUT_S), separate_user=separate_user, own_network=own_network,
+            readable=_readable_paths(spec), hidden=spec.hidden_paths)
+    try:
+        return json.loads(done.stdout.decode().strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return last_lines(done.stderr.decode("utf-8", "replace")) or done.killed_reason or f"exit {done.exit_code}"
+
+
 def check_evaluator(spec: EvaluatorSpec) -> None:
     """Raise EvaluatorConfigError now (at search start) if the evaluator cannot possibly work."""
     path = spec.path
@@ -159,7 +249,7 @@ def check_evaluator(spec: EvaluatorSpec) -> None:
             [spec.interpreter, str(HARNESS_PATH), "check", contract, "{}", str(path)], workdir=Path(workdir),
             env=evaluator_environment(Path(workdir), None, spec), level=level,
             limits=_limits(spec, timeout_s=max(spec.timeout_s, _CHECK_TIMEOUT_S)),
-            readable=_readable_paths(spec), hidden=spec.hidden_paths,
+            readable=_readable_paths(spec), hidden=spec.hidden_paths, **_isolation_args(spec),
         )
     if done.exit_code != 0:
         detail = contract_check_detail(done)
@@ -213,11 +303,16 @@ def evaluator_environment(workdir: Path, seed: int | None, spec: EvaluatorSpec) 
     return env
 
 
+def _isolation_args(spec: EvaluatorSpec) -> dict[str, bool]:
+    isolation = isolation_for(spec)
+    return {"separate_user": isolation.separate_user, "own_network": isolation.own_network}
+
+
 def _limits(spec: EvaluatorSpec, timeout_s: float | None = None) -> sandbox.Limits:
     return sandbox.Limits(
         timeout_s=timeout_s or spec.timeout_s, memory_mb=spec.memory_mb,
         max_output_bytes=spec.max_output_bytes, kill_output_bytes=spec.kill_output_bytes,
-        max_processes=spec.max_processes, max_result_bytes=spec.max_result_bytes,
+        max_processes=spec.max_processes, max_file_mb=spec.max_file_mb, max_result_bytes=spec.max_result_bytes,
     )
 
 
@@ -256,6 +351,7 @@ def run_evaluation(code: str, spec: EvaluatorSpec, *, seed: int | None = None, f
                 command, workdir=workdir, cwd=launch.cwd, env=evaluator_environment(workdir, seed, spec),
                 level=level, limits=_limits(spec), readable=_readable_paths(spec), hidden=spec.hidden_paths,
                 channel=channel, frozen=launch.frozen, writable=launch.writable, cancel=cancel,
+                **_isolation_args(spec),
             )
         except OSError as exc:
             return EvalResult(outcome=Outcome.INFRA_ERROR, error=f"could not start the evaluator: {exc}")
@@ -354,6 +450,6 @@ def _remove_tree(path: Path) -> None:
 
 
 __all__ = [
-    "EvaluatorConfigError", "EvaluatorSpec", "adapter_for", "check_evaluator", "evaluator_environment",
+    "EvaluatorConfigError", "EvaluatorSpec", "Isolation", "isolation_for", "adapter_for", "check_evaluator", "evaluator_environment",
     "keep_files", "run_evaluation", "sandbox_level",
 ]

@@ -72,10 +72,35 @@ command = sys.argv[2:]
 report_fd = config.get("report_fd")
 launcher = os.getpid()
 child = os.fork() if report_fd is not None else 0
+def isolate_network():
+    # A network namespace of its own with only loopback (up): no route out, no DNS, and not even
+    # the host's 127.0.0.1 (the Prefect server, databases). Needs root, or user namespaces.
+    import ctypes, fcntl, socket, struct
+    uid, gid = os.getuid(), os.getgid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(0x40000000 | (0x10000000 if uid != 0 else 0)) != 0:  # CLONE_NEWNET (| NEWUSER)
+        return
+    if uid != 0:
+        for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+            with open(f"/proc/self/{name}", "w") as handle:
+                handle.write(text)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        fcntl.ioctl(sock, 0x8914, struct.pack("16sH22x", b"lo", 0x1 | 0x8 | 0x40))  # SIOCSIFFLAGS UP|LOOPBACK|RUNNING
 if child == 0:
     if report_fd is not None:
         os.close(report_fd)  # the evaluator and everything it starts never hold the report channel
         die_with_parent()
+        if config.get("own_network"):
+            try:
+                isolate_network()
+            except OSError as exc:
+                sys.stderr.write(f"evolveflow: could not isolate the network: {exc}\n")
+        if config.get("run_as"):  # root: the evaluator runs as an unprivileged user of its own
+            uid, gid = config["run_as"]
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            die_with_parent()  # a change of user clears the parent-death signal: arm it again
         if os.getppid() != launcher:  # the launcher died before the signal was armed: do not start
             os._exit(75)
     try:
@@ -123,6 +148,7 @@ class Limits:
     kill_output_bytes: int
     max_processes: int | None = None
     max_result_bytes: int = 0  # stdout may hold a result this large: its tail keeps at least this much
+    max_file_mb: int | None = None  # RLIMIT_FSIZE
 
 
 @dataclass(frozen=True)
@@ -202,13 +228,26 @@ def _mask_args(paths: Sequence[Path]) -> list[str]:
 
 
 def bwrap_prefix(workdir: Path, readable: Sequence[Path] = (), hidden: Sequence[Path] = (),
-                 cwd: Path | None = None, frozen: Sequence[Path] = (), writable: Sequence[Path] = ()) -> list[str]:
-    """Return the bwrap argv (ending in '--') that confines a command to a writable workdir."""
+                 cwd: Path | None = None, frozen: Sequence[Path] = (), writable: Sequence[Path] = (),
+                 separate_user: bool = False) -> list[str]:
+    """Return the bwrap argv (ending in '--') that confines a command to a writable workdir.
+
+    separate_user (bwrap started by root): no user namespace, every capability dropped but
+    CAP_SETUID/CAP_SETGID, which the launcher inside uses to become an unprivileged uid before
+    the command starts (so it cannot read root's files either); the home directory is then an
+    empty tmpfs except the readable paths (an unprivileged uid could not traverse /root anyway).
+    """
     argv = [shutil.which("bwrap") or "bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-    masked = [path for path in MASKED_BY_DEFAULT if _maskable(path)]
+    home = Path.home()
+    extra_masks = [home] if separate_user and home != Path("/") else []
+    masked = [path for path in (*MASKED_BY_DEFAULT, *extra_masks) if _maskable(path)]
     argv += _mask_args(masked)
     for path in readable:  # things the evaluator needs that a default mask would otherwise hide
-        if path.exists() and any(_under(path, root) for root in masked):
+        roots = [root for root in masked if _under(path, root)]
+        if path.exists() and roots:
+            # bwrap would create the folders leading to it as 0700: another uid could not pass.
+            between = [parent for parent in reversed(path.parents) if roots[0] in parent.parents]
+            argv += [arg for parent in between for arg in ("--dir", str(parent))]
             argv += ["--ro-bind", str(path), str(path)]
     # The user's hidden paths come after the readable binds so that they win inside them.
     argv += _mask_args([path for path in hidden if _maskable(path)])
@@ -219,31 +258,40 @@ def bwrap_prefix(workdir: Path, readable: Sequence[Path] = (), hidden: Sequence[
         *[arg for path in frozen for arg in ("--ro-bind", str(path), str(path))],
         *[arg for path in writable for arg in ("--bind", str(path), str(path))],
         "--chdir", str(cwd or workdir),
+    ]
+    if separate_user:
+        argv += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
+                 "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    else:
         # Run as root, bwrap keeps every capability by default, and the sandboxed root could then
         # remount / read-write (measured). Either flag below stops that alone (measured); keep both.
-        "--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL",
-        "--die-with-parent", "--new-session", "--",
-    ]
-    return argv
+        argv += ["--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
+    return argv + ["--die-with-parent", "--new-session", "--"]
 
 
 def launcher_prefix(rlimits: Mapping[str, int], *, alive_fd: int, pdeathsig: bool,
                     keep_alive_fd: bool = False, report_fd: int | None = None,
-                    own_pid_namespace: bool = False) -> list[str]:
+                    own_pid_namespace: bool = False, run_as: tuple[int, int] | None = None,
+                    own_network: bool = False) -> list[str]:
     """Return the argv prefix that sets rlimits, arms SIGKILL-on-parent-death, checks evolveflow lives, execs.
 
     With report_fd, the launcher runs the command as its child instead, waits for it, writes to
     report_fd how many of the evaluation's other processes were still alive, and exits as the child did.
+    That child first enters a network namespace of its own (own_network, where the kernel allows)
+    and becomes run_as (uid, gid) when given (the launcher must be root).
     """
     config = json.dumps({"rlimits": dict(rlimits), "alive_fd": alive_fd, "pdeathsig": pdeathsig,
                          "keep_alive_fd": keep_alive_fd, "report_fd": report_fd,
-                         "own_pid_namespace": own_pid_namespace, "token_variable": TOKEN_VARIABLE})
+                         "own_pid_namespace": own_pid_namespace, "token_variable": TOKEN_VARIABLE,
+                         "run_as": list(run_as) if run_as else None, "own_network": own_network})
     return [sys.executable, "-I", "-S", "-c", _LAUNCHER, config]
 
 
 def rlimits_for(limits: Limits) -> dict[str, int]:
     """Return the resource limits (name -> value) that confine the evaluator."""
     rlimits = {"RLIMIT_CORE": 0}
+    if limits.max_file_mb is not None:  # a bigger file kills the writer (SIGXFSZ): a candidate_error
+        rlimits["RLIMIT_FSIZE"] = limits.max_file_mb * 1024 * 1024
     if limits.memory_mb is not None:
         rlimits["RLIMIT_AS"] = limits.memory_mb * 1024 * 1024
     process_cap = _process_cap(limits.max_processes)
@@ -372,6 +420,8 @@ def run_sandboxed(
     frozen: Sequence[Path] = (),
     writable: Sequence[Path] = (),
     cancel: threading.Event | None = None,
+    separate_user: bool = False,
+    own_network: bool = False,
 ) -> Completed:
     """Run command at sandbox level 'bwrap' or 'process' in workdir; kill it all when done or over limits.
 
@@ -381,6 +431,9 @@ def run_sandboxed(
     frozen: folders inside workdir that are read-only under bwrap, except the `writable` ones inside them.
     cancel: once set, the whole process tree is killed within about 0.1 s and Aborted is raised
     (nothing is started when it is set already).
+    separate_user (process level, evolveflow running as root): the command runs as a fresh
+    unprivileged uid that owns the working directory (not its frozen parts) and nothing else.
+    own_network (process level): a network namespace with only loopback, where the kernel allows.
     """
     if level not in ("bwrap", "process"):
         raise ValueError(f"sandbox level must be 'bwrap' or 'process', got {level!r}")
@@ -391,12 +444,21 @@ def run_sandboxed(
     alive_fd, alive_keeper = os.pipe()
     report_read, report_fd = os.pipe()
     passed = (alive_fd, report_fd) + ((channel[1],) if channel else ())
-    inner = launcher_prefix(rlimits_for(limits), alive_fd=alive_fd, pdeathsig=True, report_fd=report_fd,
-                            own_pid_namespace=level == "bwrap") + list(command)
+    run_as = None
+    rlimits = rlimits_for(limits)
+    if separate_user and os.geteuid() == 0:
+        run_as = new_sandbox_user()
+        hand_over(workdir, run_as, frozen, writable)
+        if limits.max_processes is not None:  # a fresh uid: the cap counts this evaluation alone
+            rlimits["RLIMIT_NPROC"] = limits.max_processes
+    inner = launcher_prefix(rlimits, alive_fd=alive_fd, pdeathsig=True, report_fd=report_fd,
+                            own_pid_namespace=level == "bwrap", run_as=run_as,
+                            own_network=own_network and level == "process") + list(command)
     if level == "bwrap":
         # bwrap itself is started with the parent-death signal armed, and passes alive_fd inside.
         outer = launcher_prefix({}, alive_fd=alive_fd, pdeathsig=True, keep_alive_fd=True)
-        argv = outer + bwrap_prefix(workdir, readable, hidden, cwd=cwd, frozen=frozen, writable=writable) + inner
+        argv = outer + bwrap_prefix(workdir, readable, hidden, cwd=cwd, frozen=frozen, writable=writable,
+                                    separate_user=run_as is not None) + inner
     else:
         argv = inner
     started = time.monotonic()
@@ -439,6 +501,37 @@ def run_sandboxed(
         stderr_bytes=err.total, killed_reason=killed_reason, duration_s=time.monotonic() - started,
         channel=result[0].tail() if result else None, leftovers=_leftovers(report.tail()),
     )
+
+
+# Unprivileged users of the process level: far above the uids of real accounts and of the
+# user-namespace ranges (/etc/subuid usually starts at 100000 with 65536 per user).
+SANDBOX_UID_BASE = 1_500_000_000
+SANDBOX_UID_COUNT = 100_000_000
+
+
+def new_sandbox_user() -> tuple[int, int]:
+    """Return a fresh (uid, gid) no account and no other evaluation uses (random in a wide range)."""
+    uid = SANDBOX_UID_BASE + secrets.randbelow(SANDBOX_UID_COUNT)
+    return uid, uid
+
+
+def hand_over(workdir: Path, owner: tuple[int, int], frozen: Sequence[Path] = (),
+              writable: Sequence[Path] = ()) -> None:
+    """Make owner the owner of workdir and all in it, except the frozen folders (but the writable
+    ones inside those); symlinks themselves are changed, never what they point to."""
+    frozen_set = {Path(p) for p in frozen}
+
+    def chown_tree(root: Path, skip: set[Path]) -> None:
+        os.chown(root, *owner, follow_symlinks=False)
+        for folder, dirs, files in os.walk(root):
+            dirs[:] = [d for d in dirs if Path(folder, d) not in skip]
+            for name in dirs + files:
+                os.chown(os.path.join(folder, name), *owner, follow_symlinks=False)
+
+    chown_tree(workdir, frozen_set)
+    for path in writable:
+        chown_tree(Path(path), set())
+    os.chmod(workdir, 0o711)  # bwrap, root without capabilities, must still chdir into it
 
 
 def _leftovers(report: bytes) -> int | None:
