@@ -503,6 +503,18 @@ def run_sandboxed(
     )
 
 
+def make_undumpable() -> bool:
+    """Makes this process non-dumpable: a process of the same user (a candidate at the process
+    level) can then no longer read its /proc/PID/environ (API keys) or memory; only a process with
+    CAP_SYS_PTRACE can. Returns False where prctl is unavailable."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0) == 0  # PR_SET_DUMPABLE = 0
+    except (OSError, AttributeError):
+        return False
+
+
 # Unprivileged users of the process level: far above the uids of real accounts and of the
 # user-namespace ranges (/etc/subuid usually starts at 100000 with 65536 per user).
 SANDBOX_UID_BASE = 1_500_000_000
