@@ -432,17 +432,22 @@ def keep_files(source: Path, target: Path, max_bytes: int, skip: frozenset[str] 
     return kept
 
 
-def _remove_tree(path: Path) -> None:
-    def make_writable_and_retry(function, target, _error):
-        # A candidate may leave read-only directories behind; non-root users cannot delete into them.
-        # Never chmod through a symlink: that would change a file outside the working directory.
+def make_writable_and_retry(function, target, _error) -> None:
+    """rmtree's error handler: a candidate may leave read-only folders behind, which a non-root
+    evolveflow cannot delete into. Never through a symlink: a chmod that followed one would change
+    a file outside the working directory (follow_symlinks=False fails on a symlink instead)."""
+    for each in (os.path.dirname(target), target):
         try:
-            for each in (os.path.dirname(target), target):
-                if not os.path.islink(each):
-                    os.chmod(each, stat.S_IRWXU)
-            function(target)
-        except OSError:
+            os.chmod(each, stat.S_IRWXU, follow_symlinks=False)
+        except (OSError, NotImplementedError):
             pass
+    try:
+        function(target)
+    except OSError:
+        pass
+
+
+def _remove_tree(path: Path) -> None:
     if sys.version_info >= (3, 12):
         shutil.rmtree(path, onexc=make_writable_and_retry)
     else:
