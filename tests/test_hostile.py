@@ -280,3 +280,38 @@ def test_cleanup_never_changes_the_mode_of_what_a_symlink_points_to(tmp_path):
     link.symlink_to(outside)
     make_writable_and_retry(os.unlink, str(link), None)
     assert stat.S_IMODE(outside.stat().st_mode) == 0o600 and not link.exists() and outside.exists()
+
+
+def test_hidden_paths_config_and_defaults(tmp_path, monkeypatch):
+    from evolveflow.evaluator_spec import evaluator_spec
+    from evolveflow.experiment import load_experiment
+    from evolveflow.scaffold import scaffold_experiment
+
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
+    exp_dir = scaffold_experiment("demo", tmp_path / "experiments")
+    (exp_dir / "config.yaml").write_text("evaluation:\n  evaluator: evaluator.py\n"
+                                         "  hidden_paths: [data/private, ~/.my-tokens, /opt/keys]\n")
+    spec = evaluator_spec(load_experiment("demo", tmp_path))
+    hidden = set(spec.hidden_paths)
+    assert {exp_dir / "data" / "private", Path.home() / ".my-tokens", Path("/opt/keys")} <= hidden
+    assert {tmp_path / "prefect-home", Path.home() / ".aws", Path.home() / ".ssh", Path("/etc/shadow"),
+            load_experiment("demo", tmp_path).storage_dir} <= hidden
+    (exp_dir / "config.yaml").write_text("evaluation:\n  evaluator: evaluator.py\n  hide_defaults: false\n")
+    assert evaluator_spec(load_experiment("demo", tmp_path)).hidden_paths == ()
+
+
+@pytest.mark.skipif(bwrap_problem() is not None, reason="needs bwrap")
+def test_a_configured_hidden_path_is_unreadable_under_bwrap(world):
+    # Outside /tmp (masked anyway): a world-readable folder beside the tests.
+    secret_dir = Path(tempfile.mkdtemp(prefix=".hidden-test-", dir=Path(__file__).parent))
+    try:
+        secret_dir.chmod(0o755)
+        (secret_dir / "token").write_text("tok")
+        (secret_dir / "token").chmod(0o644)  # world-readable: only hiding protects it
+        case = json.dumps({"name": "read", "args": [str(secret_dir / "token")]})
+        shown = run_evaluation(case, spec_for("bwrap", world))
+        assert shown.metrics["result"] == "exposed: tok"
+        spec = spec_for("bwrap", world).model_copy(update={"hidden_paths": (world["storage"], secret_dir)})
+        assert run_evaluation(case, spec).metrics["result"].startswith("blocked"), spec
+    finally:
+        shutil.rmtree(secret_dir)
