@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from urllib.parse import urlsplit
 
 import evolveflow  # noqa: F401  (quiet, offline defaults before Prefect loads)
 
@@ -20,8 +21,24 @@ def server_problem() -> str | None:
     with get_client(sync_client=True) as client:
         error = client.api_healthcheck()
     if error is not None:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "127.0.0.1", parts.port or (443 if parts.scheme == "https" else 80)
         return (f"no Prefect server answers at {url} ({type(error).__name__}): start it with "
-                "`prefect server start --host 127.0.0.1 --port 4200` or fix PREFECT_API_URL")
+                f"`prefect server start --host {host} --port {port}` or fix PREFECT_API_URL")
+    return None
+
+
+def experiment_problem(experiment: str) -> str | None:
+    """Returns why the experiment cannot be searched (it does not exist, its config is broken), or None."""
+    from evolveflow.experiment import load_experiment
+    from evolveflow.user_errors import is_user_error
+
+    try:
+        load_experiment(experiment)
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise
+        return " ".join(str(exc).split())
     return None
 
 
@@ -34,7 +51,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error(f"argument --rounds: must be at least 1, got {args.rounds}")
-    problem = server_problem()
+    problem = experiment_problem(args.experiment) or server_problem()
     if problem:
         print(f"serve.py: error: {problem}", file=sys.stderr)
         return 2

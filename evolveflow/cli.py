@@ -47,13 +47,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"evolveflow: {notice}", flush=True)
     if exp.config.api.missing_key():
         raise CliError(exp.config.api.missing_key())
-    from evolveflow.evaluation import check_evaluator
+    from evolveflow.evaluation import check_evaluator, isolation_for
     from evolveflow.evaluator_spec import evaluator_spec
 
-    check_evaluator(evaluator_spec(exp))
+    spec = evaluator_spec(exp)
+    check_evaluator(spec)
+    print(f"evolveflow: {isolation_for(spec).describe()}", flush=True)
+    # With PREFECT_API_URL the search talks to that server; without it Prefect starts a temporary one.
+    starts_server = "" if os.environ.get("PREFECT_API_URL") else \
+        "; Prefect starts a local server on first use; that can take ~20 s"
     print(f"evolveflow: {args.rounds} rounds of {args.experiment} (config and evaluator checked in "
-          f"{time.monotonic() - started:.1f} s; Prefect starts a local server on first use; that can take ~20 s)",
-          flush=True)
+          f"{time.monotonic() - started:.1f} s{starts_server})", flush=True)
 
     from evolveflow.search_lock import SearchLock
 
@@ -187,9 +191,15 @@ def cmd_lessons(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from evolveflow.tree_queries import export_parquet, read_only
 
+    dest = Path(args.parquet)
+    if dest.exists() and not dest.is_dir():
+        raise CliError(f"--parquet {dest}: is a file; give a folder (new or existing) for the .parquet files")
     exp = load_experiment(args.experiment)
     with read_only(exp, "export") as con:
-        counts = export_parquet(con, Path(args.parquet))
+        try:
+            counts = export_parquet(con, dest)
+        except (FileExistsError, NotADirectoryError) as exc:  # e.g. a parent of dest is a file
+            raise CliError(f"--parquet {dest}: cannot make the folder ({exc.strerror}: {exc.filename})") from None
     for name, rows in counts.items():
         print(f"{Path(args.parquet) / (name + '.parquet')}: {rows} rows")
     return 0

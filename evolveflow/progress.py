@@ -45,17 +45,45 @@ def summary_text(summary: dict[str, Any]) -> str:
 
 
 class RoundDisplay:
-    """Shows finished rounds: a live bar (done/asked, best, last outcome) under their lines on a terminal, else lines."""
+    """Shows finished rounds: a live bar (done/asked, rounds in flight, best, last outcome, elapsed)
+    under their lines on a terminal, else lines."""
 
     def __init__(self, rounds: int | None = None, console: Console | None = None):
         self.rounds = rounds
         self.console = console or Console()
         self.done = 0
         self._bar: Progress | None = None
+        self._in_flight = ""
 
     @property
     def live(self) -> bool:
         return bool(self.rounds) and self.console.is_terminal
+
+    def _start_bar(self) -> Progress:
+        if self._bar is None:  # started with the rounds: Prefect's start-up output comes before
+            self._bar = Progress(
+                TextColumn("[bold]rounds"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[in_flight]}"),
+                TextColumn("best {task.fields[best]}"), TextColumn("last {task.fields[last]}"),
+                TimeElapsedColumn(), console=self.console)
+            self._bar.add_task("rounds", total=self.rounds, best="-", last="-", in_flight=self._in_flight)
+            self._bar.start()
+        return self._bar
+
+    def in_flight(self, count: int, stopping: bool = False) -> None:
+        """Shows how many rounds are running (the live bar only; called every half second)."""
+        text = f"{'stopping, ' if stopping else ''}{count} in flight"
+        if not self.live or text == self._in_flight and self._bar is not None:
+            return
+        self._in_flight = text
+        self._start_bar().update(self._bar.task_ids[0], in_flight=text)
+
+    def waiting(self, line: str) -> None:
+        """Says which rounds are still running when they take long."""
+        if self.live:
+            self._start_bar().console.print(Text(line), soft_wrap=True)
+        else:
+            print(line, flush=True)
 
     def round(self, summary: dict[str, Any]) -> None:
         """Shows one finished round."""
@@ -63,13 +91,7 @@ class RoundDisplay:
         if not self.live:
             print(round_line(summary), flush=True)
             return
-        if self._bar is None:  # started at the first round: Prefect's start-up output comes before
-            self._bar = Progress(
-                TextColumn("[bold]rounds"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("best {task.fields[best]}"), TextColumn("last {task.fields[last]}"),
-                TimeElapsedColumn(), console=self.console)
-            self._bar.add_task("rounds", total=self.rounds, best="-", last="-")
-            self._bar.start()
+        self._start_bar()
         self._bar.console.print(Text(round_line(summary)), soft_wrap=True)  # above the bar
         self._bar.update(self._bar.task_ids[0], completed=self.done,
                          best=fmt_score(summary.get("best")), last=summary["status"])
@@ -107,6 +129,16 @@ def use_display(display: RoundDisplay) -> Iterator[RoundDisplay]:
 def print_round(summary: dict[str, Any]) -> None:
     """Shows one finished round on the current display (a plain line by default)."""
     _display.round(summary)
+
+
+def show_in_flight(count: int, stopping: bool = False) -> None:
+    """Shows how many rounds are running on the current display (nothing on plain lines)."""
+    _display.in_flight(count, stopping)
+
+
+def show_waiting(line: str) -> None:
+    """Shows which rounds the search still waits for on the current display."""
+    _display.waiting(line)
 
 
 def print_summary(summary: dict[str, Any]) -> None:

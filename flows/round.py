@@ -72,7 +72,10 @@ class Stopwatch:
             self.seconds[stage] = round(time.perf_counter() - start, 6)
 
 
-@flow(name="evolve-round", flow_run_name="{experiment}-round-{round_no}", validate_parameters=False)
+# persist_result=False: a persisted result becomes an unkeyed "result" artifact on the round run
+# and on the search run (its subflow task); the search's own summary result stays persisted.
+@flow(name="evolve-round", flow_run_name="{experiment}-round-{round_no}", validate_parameters=False,
+      persist_result=False)
 def evolve_round(search_id: str, round_no: int, experiment: str = "") -> dict | State:
     """Runs one round and returns what it produced (`experiment` names the run; the runtime is the search's).
 

@@ -13,6 +13,7 @@ from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settin
 
 from evolveflow.abort import Aborted
 from evolveflow.breakers import Breakers, SearchStopped
+from evolveflow.progress import show_in_flight, show_waiting
 from evolveflow.runtime import Runtime
 from evolveflow.stopping import Progress, stop_reason
 from flows.artifacts import ArtifactPublisher
@@ -22,13 +23,14 @@ from storage.report import LAST_ROUND_FILE, RUN_FIRST_ROUND_FILE, build_report, 
 
 
 PUBLISH_EVERY_S = 2.0
+WAITING_EVERY_S = 30.0  # a line naming the rounds still running when none finished for this long
 
 
 class RoundLoop:
     """Schedules rounds, tracks progress against the budgets, and stops cleanly."""
 
     def __init__(self, rt: Runtime, first: int, count: int, artifacts: ArtifactPublisher | None = None,
-                 run_tags: tuple[str, ...] = ()):
+                 run_tags: tuple[str, ...] = (), show_waiting: bool = False, flow_run_id: Any = None):
         self.rt = rt
         self.first, self.count = first, count
         self.artifacts = artifacts
@@ -43,11 +45,41 @@ class RoundLoop:
         self.stopped: str | None = None  # why the search stopped itself (a breaker, storage failing)
         self.published_at = 0.0
         self.logger = get_run_logger()
+        self.show_waiting = show_waiting  # `evolveflow run`: the display shows rounds in flight
+        self.flow_run_id = flow_run_id  # this search's run: a SIGTERM may mean it was cancelled there
+        self.check_cancelled = False  # set by a SIGTERM; the loop asks the API once
+        self.running: dict[int, float] = {}  # round number -> when it started
+        self.last_word = time.monotonic()  # when a round last finished or a waiting line was shown
 
     def request_stop(self, signal_name: str) -> None:
-        """Stops scheduling rounds; the ones in flight finish (called from a signal handler)."""
+        """Stops scheduling rounds; the ones in flight finish (called from a signal handler).
+
+        A SIGTERM is also how Prefect's runner cancels a deployment run: the loop then asks the
+        API whether this run is being cancelled, and aborts if so (see cancel_if_cancelled)."""
         self.interrupted = signal_name
-        print(f"\n{signal_name}: stopping after the rounds in flight (send it again to abort them)", flush=True)
+        self.check_cancelled = signal_name == "SIGTERM"
+        rounds = sorted(self.running)
+        which = (f"the {len(rounds)} round(s) in flight ({', '.join(map(str, rounds))})" if rounds
+                 else "the rounds in flight")
+        print(f"\n{signal_name}: stopping after {which} (send it again to abort them)", flush=True)
+        self.last_word = time.monotonic()
+
+    def cancel_if_cancelled(self) -> None:
+        """Aborts like a second signal when this search's flow run is Cancelling/Cancelled in Prefect."""
+        self.check_cancelled = False
+        if self.flow_run_id is None or self.rt.aborted.is_set():
+            return
+        try:
+            from prefect.client.orchestration import get_client
+
+            with get_client(sync_client=True) as client:
+                state = client.read_flow_run(self.flow_run_id).state
+        except Exception as exc:  # noqa: BLE001 - no answer: keep the gentle stop
+            self.logger.warning("could not ask Prefect whether this run was cancelled: %s: %s", type(exc).__name__, exc)
+            return
+        if state is not None and (state.is_cancelling() or state.is_cancelled()):
+            self.rt.abort("aborted: the flow run was cancelled in Prefect (SIGTERM)")
+            print("\nthe flow run was cancelled in Prefect: aborting the rounds in flight", flush=True)
 
     def stop_now(self, reason: str) -> None:
         """Stops the search at once (rounds in flight are aborted): going on would only spend."""
@@ -83,6 +115,8 @@ class RoundLoop:
             next_round = self.first
             experiment = self.rt.experiment.name
             while True:
+                if self.check_cancelled:
+                    self.cancel_if_cancelled()
                 if self.rt.aborted.is_set():  # the rounds in flight are left to die with the process
                     return f"stopped: {self.stopped}" if self.stopped else self.rt.abort_reason
                 if self.interrupted and reason is None:
@@ -100,15 +134,31 @@ class RoundLoop:
                             break
                         with tags(*self.run_tags):
                             context = contextvars.copy_context()  # rounds stay subflows of the search
-                        in_flight.add(in_daemon_thread(f"round-{next_round}", context.run, evolve_round,
-                                                       self.rt.search_id, next_round, experiment=experiment))
+                        future = in_daemon_thread(f"round-{next_round}", context.run, evolve_round,
+                                                  self.rt.search_id, next_round, experiment=experiment)
+                        future.round_no = next_round  # type: ignore[attr-defined]
+                        self.running[next_round] = time.monotonic()
+                        in_flight.add(future)
                         next_round += 1
                 if not in_flight:
                     return reason or "rounds"
+                self.tell_waiting()
                 # A timeout so that a stop request is seen while rounds are still running.
                 done, in_flight = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
                 for future in done:
+                    self.running.pop(future.round_no, None)
+                    self.last_word = time.monotonic()
                     self.finish(future)
+
+    def tell_waiting(self) -> None:
+        """Shows the rounds in flight (the live bar), and which ones it waits for when they take long."""
+        if not self.show_waiting:
+            return
+        now = time.monotonic()
+        show_in_flight(len(self.running), self.interrupted is not None)
+        if self.running and now - self.last_word >= WAITING_EVERY_S:
+            self.last_word = now
+            show_waiting(waiting_line(self.running, now, self.interrupted is not None))
 
     def finish(self, future: Future) -> None:
         """Counts a finished round, publishes the report and shows progress."""
@@ -143,6 +193,12 @@ class RoundLoop:
         tripped = self.breakers.tripped()
         if tripped:
             self.stop_now(tripped)
+
+
+def waiting_line(running: dict[int, float], now: float, stopping: bool) -> str:
+    """E.g. "stopping: waiting for rounds 6 (running 95 s), 7 (running 40 s)"."""
+    rounds = ", ".join(f"{r} (running {now - t:.0f} s)" for r, t in sorted(running.items()))
+    return f"{'stopping: ' if stopping else ''}waiting for round{'s' if len(running) > 1 else ''} {rounds}"
 
 
 def in_daemon_thread(name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:

@@ -17,14 +17,14 @@ from prefect.states import Cancelled, Failed
 from evolveflow.abort import SearchAborted
 from evolveflow.breakers import SearchStopped
 from evolveflow.edits import code_hash
-from evolveflow.evaluation import check_evaluator
+from evolveflow.evaluation import check_evaluator, isolation_for, make_undumpable
 from evolveflow.experiment import load_experiment
 from evolveflow.morning_report import write_report_at_end
 from evolveflow.config import ConfigError
 from evolveflow.progress import print_round, print_summary
 from evolveflow.records import Candidate, Node, Status
 from evolveflow.runtime import Runtime, close_runtime, open_runtime
-from evolveflow.search_lock import SearchLock
+from evolveflow.search_lock import SearchAlreadyRunning, SearchLock
 from evolveflow.user_errors import is_user_error, without_traceback
 from flows.artifacts import (ArtifactPublisher, cancel_own_round_runs, crash_dead_flow_runs, experiment_tag, pid_tag,
                              search_summary_line, tag_current_flow_run)
@@ -59,6 +59,7 @@ def search_run_name() -> str:
 # ---- alerts: a search that fails or crashes POSTs JSON to alerts.webhook_url -------------------
 
 _ALERT_TARGETS: dict[str, tuple[str, float]] = {}  # flow run id -> (webhook url, timeout), once loaded
+_NOTHING_FAILED: set[str] = set()  # flow runs refused by the lock: Failed in Prefect, but no alert
 
 
 def post_alert(url: str, payload: dict[str, Any], timeout_s: float) -> None:
@@ -90,7 +91,14 @@ def _alert_target(flow_run) -> tuple[str, float] | None:
 
 
 def send_alert(flow, flow_run, state) -> None:
-    """Flow hook (on_failure, on_crashed): tells the webhook which search stopped and why."""
+    """Flow hook (on_failure, on_crashed): tells the webhook which search stopped and why.
+
+    A run refused because another search holds the experiment sends nothing: that search goes on.
+    """
+    if str(flow_run.id) in _NOTHING_FAILED:
+        _NOTHING_FAILED.discard(str(flow_run.id))
+        _ALERT_TARGETS.pop(str(flow_run.id), None)
+        return
     target = _alert_target(flow_run)
     if target is None:
         return
@@ -148,13 +156,17 @@ def evolve_search(
     except Exception as exc:
         if not is_user_error(exc):
             raise
-        get_run_logger().error("%s", exc)
+        if isinstance(exc, SearchAlreadyRunning):
+            _NOTHING_FAILED.add(str(flow_run.get_id()))
+        if not progress:  # `evolveflow run` prints it once itself (the state message has it for the UI)
+            get_run_logger().error("%s", exc)
         return Failed(message=str(exc), data=without_traceback(exc))
 
 
 def search(experiment: str, rounds: int, config_file: str | None, overrides: dict[str, Any] | None,
            root: str | None, progress: bool) -> dict[str, Any]:
     """Opens the experiment, runs the rounds under its lock, and returns the summary."""
+    make_undumpable()  # a candidate running as this user cannot read our environment (API keys)
     exp = load_experiment(experiment, Path(root) if root else None,
                           Path(config_file) if config_file else None, overrides)
     if not progress:  # `evolveflow run` printed them before Prefect started
@@ -178,7 +190,8 @@ def search(experiment: str, rounds: int, config_file: str | None, overrides: dic
         stop_reason = "error"
         try:
             prepare(rt)
-            stop_reason = RoundLoop(rt, first_round(rt), rounds, artifacts, run_tags).run()
+            stop_reason = RoundLoop(rt, first_round(rt), rounds, artifacts, run_tags,
+                                    show_waiting=progress, flow_run_id=flow_run.get_id()).run()
         except KeyboardInterrupt:  # a third Ctrl-C, or one before the rounds started
             rt.abort("aborted by KeyboardInterrupt")
             stop_reason = rt.abort_reason
@@ -231,6 +244,7 @@ def prepare(rt: Runtime) -> None:
     logger = get_run_logger()
     check_api_key(rt.config.api)
     check_evaluator(rt.evaluator)
+    logger.info("evolveflow: %s", isolation_for(rt.evaluator).describe())
     abandoned = rt.tree.abandon_pending()
     if abandoned:
         logger.warning("marked %d in-flight node(s) of a stopped search as abandoned: %s", len(abandoned), abandoned)
