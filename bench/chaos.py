@@ -1,4 +1,4 @@
-"""Chaos bench: a search through a flaky evaluator, a faulty LLM server and a kill -9, then an audit.
+"""Chaos bench: a search through a flaky evaluator, a faulty LLM server and a kill -9, then an audit; then an LLM-down and a disk-full phase.
 
 Builds a throwaway experiment `chaos` in a temporary root: eight float constants C0..C7 in an
 EVOLVE-BLOCK, and an evaluator whose TRUE (noiseless) score is minus the squared distance of the
@@ -16,6 +16,9 @@ from evolveflow.llm.offline.mutator_reply (lessons from analyst_reply). A real P
 is killed with SIGKILL (whole process group) once report.json says about half of the rounds are
 in the tree; a second run does the remaining rounds. Then the DuckDB tree is audited read-only and
 a table is printed; rows marked "must be 0" print PASS/FAIL and any FAIL makes the exit status 1.
+Then two breaker phases: the experiment pointed at an LLM that answers only 503 (the search must
+stop by itself, exit 3, no request after), and a copy whose storage is a 64 MB tmpfs filled mid-run
+(root only: exit 3 naming "No space left on device", then a run after freeing space resumes).
 
     .venv/bin/python bench/chaos.py --rounds 200 [--seed 0] [--workers 2] [--embeddings] [--keep]
 """
@@ -264,7 +267,12 @@ def snapshot(tree_path: Path) -> dict:
     """Every node's (round, status, score) and the max round, read while no search runs."""
     with TreeStore(tree_path, read_only=True, lock_wait_s=10) as tree:
         nodes = {n.id: (n.round, n.status.value, n.score) for n in tree.summaries()}
-        return {"nodes": nodes, "max_round": tree.max_round()}
+        max_round = tree.max_round()
+    try:  # round numbers handed out: one killed before its node was written is never reused
+        issued = int((tree_path.parent / "last_round").read_text().strip() or 0)
+    except (OSError, ValueError):
+        issued = 0
+    return {"nodes": nodes, "max_round": max_round, "issued": max(issued, max_round)}
 
 
 def load_true_score(evaluator: Path):
@@ -300,8 +308,10 @@ def audit(tree_path: Path, rounds: int, before: dict, runs: list[Run], true_scor
     out["duplicate_rounds"] = {r: c for r, c in final_rounds.items() if c > 1}
     out["abandoned_nodes"] = sorted(i for i, s in status_of.items() if s == "abandoned")
     kill_round = before["max_round"]
-    out["kill_window"] = sorted(r for r in range(1, kill_round + 1) if r not in final_rounds)
-    out["run2_missing"] = sorted(r for r in range(kill_round + 1, rounds + 1) if r not in final_rounds)
+    issued = before["issued"]  # run 2 starts after every number run 1 handed out
+    out["kill_window"] = sorted(r for r in range(1, issued + 1) if r not in final_rounds)
+    out["run2_missing"] = sorted(r for r in range(issued + 1, issued + rounds - kill_round + 1)
+                                 if r not in final_rounds)
     out["pending"] = sorted(i for i, s in status_of.items() if s == "pending")
 
     # Lost: rounds printed as done (either run) missing from the tree or changed; first-run final
@@ -471,6 +481,96 @@ def print_table(args, a: dict, runs: list[Run], server: FakeOpenAIServer, prefec
     return ok
 
 
+# ---- breaker phases: the LLM down, the disk full ------------------------------------------------
+
+def llm_down_phase(root: Path, env: dict, args) -> dict:
+    """Points the experiment at an LLM that answers 503 to everything; the search must stop by itself."""
+    with FakeOpenAIServer(responder=["x"], faults=lambda body: "503") as down:
+        config = root / "experiments" / EXPERIMENT / "config.yaml"
+        original = config.read_text()
+        config.write_text(re.sub(r"api_base: \S+", f"api_base: {down.base_url}", original))
+        try:
+            started = time.monotonic()
+            done = subprocess.run([sys.executable, "-m", "evolveflow.cli", "run", EXPERIMENT, "--rounds", "500"],
+                                  cwd=root, env=env, capture_output=True, text=True, timeout=args.timeout)
+            seconds = time.monotonic() - started
+            requests = len(down.requests)
+            time.sleep(1.0)
+            after = len(down.requests) - requests
+        finally:
+            config.write_text(original)
+    said = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("evolveflow: stopped")]
+    return {"exit": done.returncode, "seconds": seconds, "requests": requests, "after": after,
+            "message": said[-1] if said else (done.stdout + done.stderr)[-300:]}
+
+
+def disk_full_phase(root: Path, env: dict, args) -> dict | None:
+    """Runs a copy of the experiment with its storage on a 64 MB tmpfs and fills it mid-run."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return None
+    disk_root = root / "disk-full"
+    shutil.copytree(root / "experiments", disk_root / "experiments")
+    runs = disk_root / "runs"
+    runs.mkdir(parents=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(runs)], capture_output=True).returncode:
+        return None
+    server = FakeOpenAIServer(responder=make_responder(args.seed)).start()
+    try:
+        config = disk_root / "experiments" / EXPERIMENT / "config.yaml"
+        config.write_text(re.sub(r"api_base: \S+", f"api_base: {server.base_url}", config.read_text()))
+        log = disk_root / "run.log"
+        proc = start_search(disk_root, env, 500, log)
+        report = runs / EXPERIMENT / "report.json"
+        deadline = time.monotonic() + args.timeout
+        while ((read_json(report) or {}).get("rounds") or 0) < 3:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                stop_group(proc)
+                return {"exit": proc.returncode, "message": log.read_text()[-300:]}
+            time.sleep(0.2)
+        with open(runs / "filler", "wb") as filler:
+            try:
+                while True:
+                    filler.write(b"\0" * (1 << 20))
+                    filler.flush()
+            except OSError:
+                pass
+        full_at, requests_at_full = time.monotonic(), len(server.requests)
+        proc.wait(timeout=args.timeout)
+        seconds = time.monotonic() - full_at
+        text = log.read_text(errors="replace")
+        (runs / "filler").unlink()
+        again = subprocess.run([sys.executable, "-m", "evolveflow.cli", "run", EXPERIMENT, "--rounds", "2"],
+                               cwd=disk_root, env=env, capture_output=True, text=True, timeout=args.timeout)
+        said = [line for line in text.splitlines() if line.startswith("evolveflow: stopped")]
+        return {"exit": proc.returncode, "seconds": seconds, "requests": len(server.requests) - requests_at_full,
+                "no_space": "No space left on device" in text, "traceback": "Traceback" in text,
+                "resumed": again.returncode, "message": said[-1] if said else text[-300:]}
+    finally:
+        server.stop()
+        subprocess.run(["umount", "-l", str(runs)], capture_output=True)
+
+
+def print_breakers(llm: dict, disk: dict | None) -> bool:
+    """Prints the breaker phases; returns whether both behaved (exit 3, nothing spent after)."""
+    print("\n| breaker phase | value |\n|---|---|")
+    print(f"| LLM down: exit status (must be 3) | {llm['exit']} |")
+    print(f"| LLM down: seconds until the search stopped | {llm['seconds']:.1f} |")
+    print(f"| LLM down: requests to the LLM / after the stop (must be 0) | {llm['requests']} / {llm['after']} |")
+    print(f"| LLM down: message | {llm['message'][:160]} |")
+    ok = llm["exit"] == 3 and llm["after"] == 0
+    if disk is None:
+        print("| disk full | skipped (needs root and mount) |")
+        return ok
+    print(f"| disk full: exit status (must be 3) | {disk['exit']} |")
+    if "seconds" in disk:
+        print(f"| disk full: seconds from full to exit | {disk['seconds']:.1f} |")
+        print(f"| disk full: LLM requests after the disk filled (rounds in flight only) | {disk['requests']} |")
+        print(f"| disk full: says 'No space left on device' / traceback | {disk['no_space']} / {disk['traceback']} |")
+        print(f"| disk full: next run after freeing space, exit status (must be 0) | {disk['resumed']} |")
+    print(f"| disk full: message | {disk['message'][:160]} |")
+    return ok and disk["exit"] == 3 and disk.get("no_space", False) and disk.get("resumed") == 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=200)
@@ -520,7 +620,8 @@ def main() -> int:
         a = audit(tree_path, args.rounds, before, [run1, run2],
                   load_true_score(exp / "evaluator.py"), root)
         passed = print_table(args, a, [run1, run2], server, prefect_s, time.monotonic() - bench_started, kill_info)
-        return 0 if passed and run2.exit_code == 0 else 1
+        breakers_ok = print_breakers(llm_down_phase(root, env, args), disk_full_phase(root, env, args))
+        return 0 if passed and breakers_ok and run2.exit_code == 0 else 1
     finally:
         server.stop()
         if prefect is not None:

@@ -150,6 +150,8 @@ class Probe:
     profile: bool = False
     rounds: dict[int, RoundObs] = field(default_factory=dict)
     publish_s: list[float] = field(default_factory=list)
+    artifacts_s: list[float] = field(default_factory=list)  # ArtifactPublisher.after_round, per round
+    log_s: list[float] = field(default_factory=list)  # the round's outcome line through the run logger
     profiles: dict[int, cProfile.Profile] = field(default_factory=dict)
     retry_counter: RetryCounter = field(default_factory=RetryCounter)
 
@@ -190,6 +192,35 @@ class Probe:
         return timed_publish
 
 
+    def wrap_after_round(self, real_after_round):
+        def timed_after_round(publisher, *args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return real_after_round(publisher, *args, **kwargs)
+            finally:
+                self.artifacts_s.append(time.perf_counter() - start)
+        return timed_after_round
+
+    def wrap_run_logger(self, real_get_run_logger):
+        probe = self
+
+        class TimedLogger:
+            def __init__(self, logger):
+                self.logger = logger
+
+            def info(self, *args, **kwargs):
+                start = time.perf_counter()
+                try:
+                    return self.logger.info(*args, **kwargs)
+                finally:
+                    probe.log_s.append(time.perf_counter() - start)
+
+            def __getattr__(self, name):
+                return getattr(self.logger, name)
+
+        return lambda *args, **kwargs: TimedLogger(real_get_run_logger(*args, **kwargs))
+
+
 def flow_modules() -> list:
     """The loaded modules of the flows package, except flows.round (which defines the round)."""
     return [m for n, m in list(sys.modules.items())
@@ -227,6 +258,12 @@ def run_search(root: Path, args: argparse.Namespace, probe: Probe) -> dict:
             for name, wrap in (("evolve_round", probe.wrap_round), ("publish", probe.wrap_publish)):
                 if callable(getattr(module, name, None)):
                     patches.enter_context(mock.patch.object(module, name, wrap(getattr(module, name))))
+        artifacts = importlib.import_module("flows.artifacts")
+        round_module = importlib.import_module("flows.round")
+        patches.enter_context(mock.patch.object(artifacts.ArtifactPublisher, "after_round",
+                                                probe.wrap_after_round(artifacts.ArtifactPublisher.after_round)))
+        patches.enter_context(mock.patch.object(round_module, "get_run_logger",
+                                                probe.wrap_run_logger(round_module.get_run_logger)))
         summary = search.evolve_search(experiment="bench", rounds=args.rounds, root=str(root),
                                        overrides=overrides)
     summary["bench_wall_s"] = time.perf_counter() - started
@@ -315,6 +352,12 @@ def print_stage_table(rows: list[dict], probe: Probe, publish_ms: float, warmup:
             print(f"{label:<50} {statistics.median(values):>8.1f} {pct(values, 0.9):>8.1f} "
                   f"{statistics.fmean(values):>8.1f} {max(values):>8.1f}")
     print(f"{'(part of cycle) publish report.json':<50} {publish_ms:>8.1f}")
+    for label, values in (("(part of cycle) Prefect artifacts after a round", probe.artifacts_s),
+                          ("(part of round) outcome log line via run logger", probe.log_s)):
+        if values:
+            ms = [v * 1000 for v in values]
+            print(f"{label:<50} {statistics.median(ms):>8.2f} {pct(ms, 0.9):>8.2f} "
+                  f"{statistics.fmean(ms):>8.2f} {max(ms):>8.2f}")
     retries = probe.retry_counter.retries
     print(f"Prefect client HTTP retries during the run: {len(retries)} (each waits 2, 4, 8... s)"
           + (f", e.g. {max(set(retries), key=retries.count)!r}" if retries else ""))
