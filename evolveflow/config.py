@@ -150,6 +150,12 @@ class EvaluationConfig(Section):
     metrics_max_chars: int = Field(20_000, gt=0)
     repeats: int = Field(1, ge=1, le=50)  # evaluate every candidate k times, keep the median
     outlier: OutlierConfig = Field(default_factory=OutlierConfig)
+    # Where evaluations run: local (subprocesses of this machine) or dask (the workers of the Dask
+    # scheduler at dask_address, e.g. tcp://host:8786; the experiment on a path they all share).
+    # dask_resources: what each evaluation holds on its worker, e.g. {GPU: 1}: one per GPU.
+    executor: Literal["local", "dask"] = "local"
+    dask_address: str | None = None
+    dask_resources: dict[str, float] = Field(default_factory=dict)
 
 
 class StopConfig(Section):

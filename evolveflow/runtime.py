@@ -14,6 +14,7 @@ from typing import Callable
 from evolveflow.abort import Aborted
 from evolveflow.config import Config
 from evolveflow.evaluation import EvaluatorSpec
+from evolveflow.evaluation.executors import EvaluationExecutor, LocalExecutor, open_executor
 from evolveflow.evaluator_spec import evaluator_spec
 from evolveflow.experiment import Experiment
 from evolveflow.llm.offline import register_offline_provider
@@ -51,6 +52,7 @@ class Runtime:
     sampler: Sampler
     templates: Templates
     evaluator: EvaluatorSpec
+    executor: EvaluationExecutor = field(default_factory=LocalExecutor)  # where evaluations run
     stats: RunStats = field(default_factory=RunStats)
     near_duplicates: NearDuplicateIndex | None = None
     on_round: Callable[[dict], None] | None = None
@@ -118,25 +120,33 @@ def open_runtime(experiment: Experiment, on_round: Callable[[dict], None] | None
     """Opens the experiment's stores and registers the runtime under a new search id."""
     config = experiment.config
     register_offline_provider()
-    tree = TreeStore(experiment.tree_path)
-    embedder = load_embedder(config.cognition.embeddings or config.dedup.near_threshold is not None)
-    memory = MemoryStore(experiment.memory_path, embedder if config.cognition.embeddings else None)
-    prompt_dir = experiment.dir / config.prompts.dir
-    runtime = Runtime(
-        search_id=uuid.uuid4().hex[:12],
-        experiment=experiment,
-        tree=tree,
-        memory=memory,
-        sampler=sampler_from(config),
-        templates=load_templates(prompt_dir if prompt_dir.is_dir() else None, config.prompts.system_message),
-        evaluator=evaluator_spec(experiment),
-        on_round=on_round,
-        _ids=itertools.count(tree.max_id() + 1),
-    )
-    if config.dedup.near_threshold is not None and embedder is not None:
-        runtime.near_duplicates = NearDuplicateIndex(embedder, config.dedup.near_threshold)
-        evaluated = [n.id for n in tree.summaries() if n.status.value in ("ok", "candidate_error")]
-        runtime.near_duplicates.add_many((n.id, n.code) for n in tree.nodes(evaluated))
+    spec = evaluator_spec(experiment)
+    ev = config.evaluation
+    executor = open_executor(ev.executor, spec, ev.dask_address, ev.dask_resources)  # first: it may refuse
+    try:
+        tree = TreeStore(experiment.tree_path)
+        embedder = load_embedder(config.cognition.embeddings or config.dedup.near_threshold is not None)
+        memory = MemoryStore(experiment.memory_path, embedder if config.cognition.embeddings else None)
+        prompt_dir = experiment.dir / config.prompts.dir
+        runtime = Runtime(
+            search_id=uuid.uuid4().hex[:12],
+            experiment=experiment,
+            tree=tree,
+            memory=memory,
+            sampler=sampler_from(config),
+            templates=load_templates(prompt_dir if prompt_dir.is_dir() else None, config.prompts.system_message),
+            evaluator=spec,
+            executor=executor,
+            on_round=on_round,
+            _ids=itertools.count(tree.max_id() + 1),
+        )
+        if config.dedup.near_threshold is not None and embedder is not None:
+            runtime.near_duplicates = NearDuplicateIndex(embedder, config.dedup.near_threshold)
+            evaluated = [n.id for n in tree.summaries() if n.status.value in ("ok", "candidate_error")]
+            runtime.near_duplicates.add_many((n.id, n.code) for n in tree.nodes(evaluated))
+    except BaseException:
+        executor.close()
+        raise
     _ACTIVE[runtime.search_id] = runtime
     return runtime
 
@@ -152,4 +162,5 @@ def get_runtime(search_id: str) -> Runtime:
 def close_runtime(runtime: Runtime) -> None:
     """Closes the stores and forgets the runtime."""
     _ACTIVE.pop(runtime.search_id, None)
+    runtime.executor.close()
     runtime.tree.close()

@@ -6,7 +6,6 @@ import statistics
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from evolveflow.evaluation import run_evaluation
 from evolveflow.outliers import rerun_reason
 from evolveflow.records import Candidate, EvalResult, Node, Outcome, Scored, Status
 from evolveflow.runtime import Runtime, get_runtime
@@ -39,8 +38,8 @@ def _run_until(rt: Runtime, node: Node, log: list[EvalResult], target: int, infr
     while sum(a.outcome == Outcome.OK for a in log) < target:
         seed = rt.config.pipeline.seed * 1_000_003 + node.id * 1_000 + len(log)
         kept = rt.experiment.storage_dir / "files" / f"node_{node.id}" / f"attempt_{len(log) + 1}"
-        result = run_evaluation(node.code, rt.evaluator, seed=seed, filename=rt.experiment.program_file,
-                                step=node.id, keep_files_to=kept, cancel=rt.aborted)
+        result = rt.executor.run(node.code, rt.evaluator, seed=seed, filename=rt.experiment.program_file,
+                                 step=node.id, keep_files_to=kept, cancel=rt.aborted)
         log.append(result)
         if result.outcome == Outcome.INFRA_ERROR:
             if infra_budget > 0:
