@@ -56,6 +56,9 @@ class Runtime:
     stats: RunStats = field(default_factory=RunStats)
     near_duplicates: NearDuplicateIndex | None = None
     on_round: Callable[[dict], None] | None = None
+    # Called by a round as soon as its node is written, before its lesson: the round loop can
+    # start the next round while the analysis of this one goes on (it is off the critical path).
+    on_persisted: Callable[[dict], None] | None = None
     # Sampling, visit counting, id allocation and dedup run under one lock so workers see
     # each other's choices: UCB statistics and deduplication are global, not per worker.
     tree_lock: threading.Lock = field(default_factory=threading.Lock)

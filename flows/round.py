@@ -20,7 +20,7 @@ from tasks.analyze import analyze, fallback_lesson
 from tasks.evaluate import InfraError, evaluate, infra_failed
 from tasks.generate import generate, unavailable
 from tasks.options import with_retries
-from tasks.persist import final_node, persist
+from tasks.persist import final_node, persist, persist_lesson
 from tasks.retrieve import retrieve
 from tasks.sample import sample
 
@@ -35,6 +35,7 @@ class RoundTasks:
     evaluate: Task
     analyze: Task
     persist: Task
+    persist_lesson: Task
 
 
 _TASKS: dict[str, RoundTasks] = {}
@@ -51,6 +52,7 @@ def round_tasks(rt: Runtime) -> RoundTasks:
             evaluate=with_retries(evaluate, cfg.evaluate, only_for=(InfraError,)),
             analyze=with_retries(analyze, cfg.analyze, only_for=(LLMError,)),
             persist=with_retries(persist, cfg.persist),
+            persist_lesson=with_retries(persist_lesson, cfg.persist),
         )
     return _TASKS[rt.search_id]
 
@@ -96,7 +98,12 @@ def evolve_round(search_id: str, round_no: int, experiment: str = "") -> dict | 
 
 
 def run_round(search_id: str, round_no: int) -> dict:
-    """sample → retrieve → generate → evaluate → analyze → persist, timed per stage."""
+    """sample → retrieve → generate → evaluate → persist, then analyze → persist the lesson.
+
+    The round's node is written (and announced to the loop through rt.on_persisted) before its
+    analysis: the next round does not wait for the analyst; a later round retrieves the lesson
+    once it exists.
+    """
     rt = get_runtime(search_id)
     t = round_tasks(rt)
     clock = Stopwatch(rt.check_abort)  # an aborted search stops its rounds between stages
@@ -108,17 +115,21 @@ def run_round(search_id: str, round_no: int) -> dict:
         candidate = _generate(t, search_id, sampled, retrieved)
     with clock("evaluate"):
         scored = _evaluate(t, rt, search_id, candidate)
-    with clock("analyze"):
-        lesson, analysis_call = _analyze(t, search_id, sampled, candidate, scored)
-    timings = {**clock.seconds, **_external_seconds(candidate, scored, analysis_call)}
-    node = final_node(candidate, scored, lesson, timings)
-    calls = list(candidate.llm_calls) + ([analysis_call] if analysis_call else [])
+    timings = {**clock.seconds, **_external_seconds(candidate, scored, None)}
     with clock("persist"):
-        node = _persist(t, rt, search_id, node, scored, calls)
+        node = _persist(t, rt, search_id, final_node(candidate, scored, None, timings), scored,
+                        list(candidate.llm_calls))
     summary = {**round_summary(node, sampled.parent, {**timings, "persist": clock.seconds["persist"]}),
                "llm": proposal_outcome(candidate), "evaluator": evaluator_outcome(scored)}
     get_run_logger().info("%s", round_line(summary))
-    return summary
+    if rt.on_persisted:  # the next round may start now: the lesson is not on the critical path
+        rt.on_persisted(summary)
+    with clock("analyze"):
+        lesson, analysis_call = _analyze(t, search_id, sampled, candidate, scored)
+    if lesson or analysis_call:
+        with clock("lesson"):
+            t.persist_lesson(search_id, node, lesson, analysis_call)
+    return {**summary, "timings": {**summary["timings"], "analyze": clock.seconds["analyze"]}}
 
 
 def _persist(t: RoundTasks, rt: Runtime, search_id: str, node: Node, scored: Scored, calls: list[LLMCall]) -> Node:

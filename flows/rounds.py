@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import contextvars
+import queue
 import os
 import time
 import threading
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import Future
 from typing import Any, Callable
 
 from prefect import get_run_logger, tags
@@ -49,6 +50,11 @@ class RoundLoop:
         self.flow_run_id = flow_run_id  # this search's run: a SIGTERM may mean it was cancelled there
         self.check_cancelled = False  # set by a SIGTERM; the loop asks the API once
         self.running: dict[int, float] = {}  # round number -> when it started
+        # Rounds whose node is not written yet: they hold a worker slot; a round in its analysis
+        # does not (at most as many again may be analysing).
+        self.proposing: set[int] = set()
+        self.persisted: queue.SimpleQueue = queue.SimpleQueue()
+        self.wake = threading.Event()  # a round was persisted or ended
         self.last_word = time.monotonic()  # when a round last finished or a waiting line was shown
 
     def request_stop(self, signal_name: str) -> None:
@@ -109,6 +115,7 @@ class RoundLoop:
         reason: str | None = None
         # Round flows run without Prefect heartbeats (they cost ~0.9 s per flow run here); a
         # crash is detected by the search itself: pending nodes are marked abandoned at restart.
+        self.rt.on_persisted = self.on_persisted
         with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}), \
                 stop_on_signals(self.request_stop, self.abort):
             in_flight: set[Future] = set()
@@ -121,7 +128,7 @@ class RoundLoop:
                     return f"stopped: {self.stopped}" if self.stopped else self.rt.abort_reason
                 if self.interrupted and reason is None:
                     reason = "interrupted"
-                while reason is None and len(in_flight) < workers:
+                while reason is None and len(self.proposing) < workers and len(in_flight) < 2 * workers:
                     if next_round >= self.first + self.count:
                         reason = "rounds"
                         break
@@ -137,17 +144,21 @@ class RoundLoop:
                         future = in_daemon_thread(f"round-{next_round}", context.run, evolve_round,
                                                   self.rt.search_id, next_round, experiment=experiment)
                         future.round_no = next_round  # type: ignore[attr-defined]
+                        future.add_done_callback(lambda _: self.wake.set())
                         self.running[next_round] = time.monotonic()
+                        self.proposing.add(next_round)
                         in_flight.add(future)
                         next_round += 1
                 if not in_flight:
                     return reason or "rounds"
                 self.tell_waiting()
                 # A timeout so that a stop request is seen while rounds are still running.
-                done, in_flight = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
-                for future in done:
+                self.wake.wait(0.5)
+                self.wake.clear()
+                self.drain()
+                for future in [f for f in in_flight if f.done()]:
+                    in_flight.discard(future)
                     self.running.pop(future.round_no, None)
-                    self.last_word = time.monotonic()
                     self.finish(future)
 
     def tell_waiting(self) -> None:
@@ -160,9 +171,24 @@ class RoundLoop:
             self.last_word = now
             show_waiting(waiting_line(self.running, now, self.interrupted is not None))
 
+    def on_persisted(self, summary: dict) -> None:
+        """Called from a round's thread once its node is written (see flows/round.py)."""
+        self.persisted.put(summary)
+        self.wake.set()
+
+    def drain(self) -> None:
+        """Counts the rounds whose node was written since the last look."""
+        while not self.persisted.empty():
+            summary = self.persisted.get()
+            self.proposing.discard(summary["round"])
+            self.finish_round(summary)
+
     def finish(self, future: Future) -> None:
-        """Counts a finished round, publishes the report and shows progress."""
-        rt = self.rt
+        """Handles a round's thread that ended (its lesson written, or it failed)."""
+        self.drain()  # a round announces its node before its thread ends: count it once, from there
+        round_no = future.round_no  # type: ignore[attr-defined]
+        was_proposing = round_no in self.proposing
+        self.proposing.discard(round_no)
         try:
             summary = future.result()
         except Aborted:  # the search is being aborted: its rounds in flight are recorded together
@@ -172,8 +198,15 @@ class RoundLoop:
             return
         except Exception as exc:  # a round that failed outside its tasks' handling: keep going
             self.logger.error("round failed: %s: %s", type(exc).__name__, exc)
-            rt.stats.count("round_failed")
+            self.rt.stats.count("round_failed" if was_proposing else "lesson_failed")
             return
+        if was_proposing:  # it ended without announcing its node (not through run_round)
+            self.finish_round(summary)
+
+    def finish_round(self, summary: dict) -> None:
+        """Counts a round whose node is written, publishes the report and shows progress."""
+        rt = self.rt
+        self.last_word = time.monotonic()
         rt.stats.rounds_done += 1
         rt.stats.count(summary["status"])
         score = summary["score"] if summary["status"] == "ok" else None

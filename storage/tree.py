@@ -308,6 +308,21 @@ class TreeStore:
             )
         self._transaction(statements)
 
+    def record_analysis(self, node_id: int, analysis: str | None,
+                        llm_calls: Sequence[tuple[str, LLMReply | None, str | None]]) -> None:
+        """Writes a node's lesson and its analysis calls (replacing the analysis calls of an earlier try)."""
+        self._transaction([
+            ("UPDATE nodes SET analysis = ? WHERE id = ?", [analysis, node_id]),
+            ("DELETE FROM llm_calls WHERE node_id = ? AND purpose = 'analyze'", [node_id]),
+            *([(
+                "INSERT INTO llm_calls (node_id, purpose, model, prompt_tokens, completion_tokens, "
+                "cost_usd, latency_s, error, first_attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
+                [(node_id, purpose, r.model if r else None, r.prompt_tokens if r else None,
+                  r.completion_tokens if r else None, r.cost_usd if r else None,
+                  r.latency_s if r else None, error) for purpose, r, error in llm_calls],
+            )] if llm_calls else []),
+        ])
+
     def set_analysis(self, node_id: int, analysis: str) -> None:
         self._transaction([("UPDATE nodes SET analysis = ? WHERE id = ?", [analysis, node_id])])
 

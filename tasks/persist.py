@@ -37,18 +37,45 @@ def save(rt: Runtime, node: Node, scored: Scored, calls: list[LLMCall], first_at
     if rt.near_duplicates is not None and node.status in (Status.OK, Status.CANDIDATE_ERROR):
         rt.near_duplicates.add_many([(node.id, node.code)])
     if node.analysis:
-        title = (node.motivation.strip().splitlines() or [f"node {node.id}"])[0][:120]
-        with rt.memory_lock:
-            rt.memory.add_lessons([(node.id, title, node.analysis)])
-            rt.stats.lessons += 1
-            if rt.stats.lessons % rt.config.cognition.compact_every == 0:
-                rt.memory.compact()  # one LanceDB version per add: compact before reads slow down
-                # A fresh handle drops LanceDB's native caches, which otherwise grow with every
-                # version (measured: 10 MB per 100 rounds before, ~2 MB after).
-                rt.memory = MemoryStore(rt.memory.path, rt.memory.embedder)
-    for per_node in (rt.attempt_log, rt.eval_targets, rt.eval_notes, rt.call_log, rt.unused_analysis):
+        add_lesson(rt, node, node.analysis)
+    for per_node in (rt.attempt_log, rt.eval_targets, rt.eval_notes, rt.call_log):
         per_node.pop(node.id, None)
+    if node.analysis or node.status not in (Status.OK, Status.CANDIDATE_ERROR):
+        rt.unused_analysis.pop(node.id, None)  # else its analysis, still to come, writes them
     return node
+
+
+def add_lesson(rt: Runtime, node: Node, lesson: str) -> None:
+    """Adds a node's lesson to the memory (after the node is in the tree: never an orphan)."""
+    title = (node.motivation.strip().splitlines() or [f"node {node.id}"])[0][:120]
+    with rt.memory_lock:
+        rt.memory.add_lessons([(node.id, title, lesson)])
+        rt.stats.lessons += 1
+        if rt.stats.lessons % rt.config.cognition.compact_every == 0:
+            rt.memory.compact()  # one LanceDB version per add: compact before reads slow down
+            # A fresh handle drops LanceDB's native caches, which otherwise grow with every
+            # version (measured: 10 MB per 100 rounds before, ~2 MB after).
+            rt.memory = MemoryStore(rt.memory.path, rt.memory.embedder)
+
+
+def save_lesson(rt: Runtime, node: Node, lesson: str | None, call: LLMCall | None) -> None:
+    """Writes a persisted node's lesson and the analyst's calls (the billed empty replies too).
+
+    Safe to retry: the calls replace those of an earlier try; the memory entry is added last.
+    """
+    calls = [*rt.unused_analysis.get(node.id, ()), *([call] if call else [])]
+    with rt.tree_lock:
+        rt.check_abort()
+        rt.tree.record_analysis(node.id, lesson, [(c.purpose, c.reply, c.error) for c in calls])
+    if lesson:
+        add_lesson(rt, node, lesson)
+    rt.unused_analysis.pop(node.id, None)
+
+
+@task(name="persist-lesson", cache_policy=NO_CACHE)
+def persist_lesson(search_id: str, node: Node, lesson: str | None, call: LLMCall | None) -> None:
+    """Records the lesson written about a round's node, after the node itself."""
+    save_lesson(get_runtime(search_id), node, lesson, call)
 
 
 def record_abandoned(rt: Runtime, reason: str) -> list[int]:
