@@ -127,11 +127,10 @@ def _starting_report(exp: Any, previous: dict | None, starting: dict) -> tuple[d
     running = {"phase": "starting", "pid": starting["pid"], "since": starting["since"], "rounds_done": 0}
     if previous is not None:
         return {**previous, "running": running}, "last report of the previous search"
-    if exp.tree_path.exists():  # a tree from before reports were published; held by the search once it opens
-        raise CliError(f"a search on {exp.name} is starting (pid {starting['pid']}, since {starting['since']}) "
-                       "and has not published a report yet")
     from storage.report import empty_report
 
+    if exp.tree_path.exists():  # the starting search holds it (DuckDB's lock) until its first report
+        return empty_report(exp.name, running), "no report published yet (the starting search holds the tree)"
     return empty_report(exp.name, running), "nothing has run yet"
 
 
