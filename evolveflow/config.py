@@ -143,6 +143,7 @@ class EvaluationConfig(Section):
     separate_user: bool = True
     network: Literal["none", "host"] = "none"
     max_file_mb: int | None = Field(4096, gt=0)  # RLIMIT_FSIZE: no file the evaluator writes may be larger
+    max_processes: int | None = Field(512, gt=0)  # RLIMIT_NPROC headroom (not for root's own uid)
     # A result (JSON line, results.json, the harness's pipe) up to this size is read whole.
     max_result_bytes: int = Field(50_000_000, gt=0)
     # A node's metrics as stored (tree, report, UI): a value longer than this, as JSON, is cut

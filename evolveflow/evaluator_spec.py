@@ -28,6 +28,7 @@ def evaluator_spec(experiment: Experiment) -> EvaluatorSpec:
         metrics_max_chars=ev.metrics_max_chars,
         hidden_paths=hidden_paths(experiment),
         max_file_mb=ev.max_file_mb, separate_user=ev.separate_user, network=ev.network,
+        max_processes=ev.max_processes,
     )
 
 

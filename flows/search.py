@@ -153,6 +153,10 @@ def evolve_search(
         if summary["stop_reason"].startswith("stopped:"):  # a circuit breaker, or storage failing
             return Failed(message=summary["stop_reason"], data=SearchStopped(summary["stop_reason"]))
         return summary
+    except SearchStopped as exc:
+        if not progress:  # `evolveflow run` prints it once itself
+            get_run_logger().error("%s", exc)
+        return Failed(message=f"stopped: {exc}", data=SearchStopped(f"stopped: {exc}"))
     except Exception as exc:
         if not is_user_error(exc):
             raise
@@ -192,6 +196,9 @@ def search(experiment: str, rounds: int, config_file: str | None, overrides: dic
             prepare(rt)
             stop_reason = RoundLoop(rt, first_round(rt), rounds, artifacts, run_tags,
                                     show_waiting=progress, flow_run_id=flow_run.get_id()).run()
+        except SearchStopped as exc:  # before the rounds: the evaluator is down on the initial program
+            stop_reason = f"stopped: {exc}"
+            raise
         except KeyboardInterrupt:  # a third Ctrl-C, or one before the rounds started
             rt.abort("aborted by KeyboardInterrupt")
             stop_reason = rt.abort_reason
@@ -245,7 +252,7 @@ def prepare(rt: Runtime) -> None:
     check_api_key(rt.config.api)
     check_evaluator(rt.evaluator)
     logger.info("evolveflow: %s", isolation_for(rt.evaluator).describe())
-    abandoned = rt.tree.abandon_pending()
+    abandoned = rt.tree.abandon_pending(rt.tree.last_stop_reason())
     if abandoned:
         logger.warning("marked %d in-flight node(s) of a stopped search as abandoned: %s", len(abandoned), abandoned)
     orphans = rt.memory.lesson_node_ids() - rt.tree.node_ids()
@@ -281,6 +288,10 @@ def evaluate_initial(rt: Runtime, root: Node | None = None) -> Node:
     except InfraError as exc:
         scored = infra_failed(rt, candidate, exc)
     node = save(rt, final_node(candidate, scored, None, {}), scored, [], first_attempt=earlier_attempts + 1)
+    if scored.status == Status.INFRA_FAILED:  # the evaluator is down, not the program: a breaker
+        raise SearchStopped(
+            f"the evaluator had only infrastructure failures on the initial program {_initial_name(rt)}: "
+            f"{scored.error}")
     if scored.status != Status.OK:
         raise InitialProgramFailed(
             f"the initial program {_initial_name(rt)} did not evaluate ({scored.status.value}): "

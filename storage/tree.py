@@ -326,18 +326,25 @@ class TreeStore:
     def set_analysis(self, node_id: int, analysis: str) -> None:
         self._transaction([("UPDATE nodes SET analysis = ? WHERE id = ?", [analysis, node_id])])
 
-    def abandon_pending(self) -> list[int]:
-        """Marks nodes left pending by a dead search as abandoned; returns their ids."""
+    def abandon_pending(self, why: str | None = None) -> list[int]:
+        """Marks nodes left pending by a stopped search as abandoned (saying why, when known); returns their ids."""
         ids = [r[0] for r in self._fetch("SELECT id FROM nodes WHERE status = 'pending'")]
         if ids:
+            error = "the search stopped while this candidate was in flight" + (f" ({why})" if why else "")
             self._transaction(
                 [(
-                    "UPDATE nodes SET status = 'abandoned', error = 'the search stopped while this "
-                    "candidate was in flight', updated_at = current_timestamp WHERE status = 'pending'",
-                    [],
+                    "UPDATE nodes SET status = 'abandoned', error = ?, updated_at = current_timestamp "
+                    "WHERE status = 'pending'",
+                    [error],
                 )]
             )
         return ids
+
+    def last_stop_reason(self) -> str | None:
+        """Why the last run that recorded its end stopped (e.g. a full disk), if it did."""
+        rows = self._fetch("SELECT stop_reason FROM runs WHERE stop_reason IS NOT NULL "
+                           "ORDER BY started_at DESC LIMIT 1")
+        return rows[0][0] if rows else None
 
     def close_dead_runs(self, current_run_id: str) -> int:
         """Marks runs that never ended (their process died) as such; returns how many."""

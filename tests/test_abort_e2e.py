@@ -141,3 +141,21 @@ def test_second_ctrl_c_does_not_wait_for_a_hanging_llm_and_keeps_what_was_paid(t
         assert rounds == list(range(1, len(rounds) + 1)), rounds  # no gap in the round numbers
     assert _round_runs_left_running() == []
     print(f"exit {seconds:.1f} s after the second SIGINT")
+
+
+def test_a_terminal_ctrl_c_to_the_whole_group_spares_prefects_temporary_server(tmp_path):
+    # No PREFECT_API_URL: `evolveflow run` starts Prefect's temporary server; a terminal's Ctrl-C
+    # reaches the whole foreground process group. The server must survive it (own session).
+    experiment(tmp_path, 'import time\ndef evaluate(program_path):\n    time.sleep(0.3)\n'
+                         '    return {"score": -mse(load(program_path))}\n')
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    proc = subprocess.Popen([sys.executable, "-m", "evolveflow.cli", "run", "demo", "--rounds", "200"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    report = tmp_path / "runs" / "demo" / "report.json"
+    _wait_for(lambda: report.exists() and '"rounds": 0' not in report.read_text(), proc, "a round", 180)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out[-3000:]
+    assert "stopped (interrupted)" in out and "Traceback" not in out, out[-3000:]

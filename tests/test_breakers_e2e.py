@@ -111,3 +111,12 @@ def test_a_full_disk_stops_the_search_naming_the_path_and_no_space(tmp_path):
             assert len(tree.node_ids()) >= done + 2 and tree.best() is not None
     finally:
         subprocess.run(["umount", "-l", str(runs)], capture_output=True)
+
+
+def test_an_evaluator_down_on_the_initial_program_is_a_breaker_not_bad_input(tmp_path):
+    experiment(tmp_path, 'def evaluate(program_path):\n    return {"retry": True, "error": "GPU node unavailable"}\n',
+               "tasks: {evaluate: {retries: 0}}\n")
+    with pytest.raises(SearchStopped, match="infrastructure failures on the initial program.*GPU node unavailable"):
+        evolve_search(experiment="demo", rounds=5, root=str(tmp_path))
+    with tree_of(tmp_path) as tree:
+        assert tree._fetch("SELECT stop_reason FROM runs")[0][0].startswith("stopped: ")

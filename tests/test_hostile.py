@@ -127,6 +127,16 @@ def big_file(megabytes):
     except OSError as exc:
         return f"blocked: {errno.errorcode.get(exc.errno, exc.errno)}"
 
+def escape(marker):
+    # Leave the process group and the run's token behind: a detached sleeper with a clean environment.
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            os.execve("/bin/sh", ["/bin/sh", "-c", f"sleep 30; echo {marker}"], {"PATH": "/usr/bin:/bin"})
+        os._exit(0)
+    time.sleep(0.5)
+    return "spawned"
+
 def interfaces():
     names = sorted(n for _, n in socket.if_nameindex())
     return "blocked: only lo" if names == ["lo"] else f"exposed: {names}"
@@ -315,3 +325,27 @@ def test_a_configured_hidden_path_is_unreadable_under_bwrap(world):
         assert run_evaluation(case, spec).metrics["result"].startswith("blocked"), spec
     finally:
         shutil.rmtree(secret_dir)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_a_detached_process_with_a_scrubbed_environment_is_killed_and_voids_the_result(level, world):
+    import uuid
+
+    marker = f"escaped-{uuid.uuid4().hex}"
+    spec = spec_for(level, world)
+    result = run_evaluation(json.dumps({"name": "escape", "args": [marker]}), spec)
+    survivors = [p for p in os.listdir("/proc") if p.isdigit() and _cmdline_has(p, marker)]
+    for pid in survivors:
+        os.kill(int(pid), 9)
+    if level == "process":  # the same uid as the search: the known gap (docs/sandbox.md)
+        assert survivors, "expected the documented escape at the same uid"
+    else:
+        assert survivors == [], "a detached process outlived the evaluation"
+        assert result.outcome is Outcome.CANDIDATE_ERROR and "still running" in result.error, result.error
+
+
+def _cmdline_has(pid: str, marker: str) -> bool:
+    try:
+        return marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False

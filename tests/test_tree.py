@@ -127,3 +127,13 @@ def test_best_score_and_lineage_scores_skip_failed_nodes(tree):
     tree.insert_node(node(4, parent=3, score=9.0, status=Status.INFRA_FAILED))
     assert tree.best_score() == 3.0
     assert sorted(tree.lineage_scores(3)) == [1.0, 3.0]
+
+
+def test_abandoned_nodes_say_why_the_last_search_stopped(tree):
+    from evolveflow.records import Node, Status
+
+    tree.start_run("r1", 5, 1)
+    tree.end_run("r1", 2, "stopped: could not record round 3 in /x: No space left on device")
+    tree.insert_node(Node(id=9, parent_id=None, round=3, code="x", code_hash="h9", status=Status.PENDING))
+    assert tree.abandon_pending(tree.last_stop_reason()) == [9]
+    assert "No space left on device" in tree.node(9).error

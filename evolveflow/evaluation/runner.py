@@ -148,19 +148,22 @@ class Isolation:
                     "own pid and network namespaces, no capabilities"
             if self.separate_user:
                 gives += ", an unprivileged uid"
-            lacks = "CPU time beyond the timeout, and what a process of the same user can do to files it may read"
+            lacks = "CPU use up to the timeout, and reads of what the sandbox's user may read outside the hidden paths"
         else:
             gives = ", ".join(filter(None, [
                 "scrubbed environment, rlimits (memory, file size, processes), whole-tree kill",
                 "an unprivileged uid of its own (writes only its working directory, reads no other process's "
                 "environment)" if self.separate_user else "",
                 "no network (only its own loopback)" if self.own_network else ""]))
-            lacks = "reads of world-readable files" if self.separate_user else \
+            lacks = "reads of world-readable files (the tree included)" if self.separate_user else \
                 "writes anywhere this user can write (venv, storage), reads of this user's files and of other " \
-                "processes' environments"
+                "processes' environments, signals to this user's processes" + \
+                (" (as root: every process)" if os.geteuid() == 0 else "") + \
+                ", a detached process that scrubs its environment outliving the evaluation"
             if not self.own_network:
                 lacks += ", network access"
-            lacks += " (install bubblewrap for more)"
+            if sandbox.bwrap_problem() is not None:
+                lacks += " (install bubblewrap for more)"
         notes = f" [{'; '.join(self.why_not)}]" if self.why_not else ""
         return f"sandbox: {self.level} level: {gives}; NOT protected: {lacks}{notes}"
 

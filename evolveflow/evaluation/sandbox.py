@@ -112,6 +112,12 @@ for caught in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
     signal.signal(caught, signal.SIG_IGN)  # the evaluator decides; evolveflow kills with SIGKILL
 _, status = os.waitpid(child, 0)
 me, token = os.getpid(), os.environ.get(config["token_variable"], "")
+def _uid_of(pid):
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith("Uid:"):
+                return int(line.split()[1])
+    return None
 def belongs(pid):
     # In bwrap's pid namespace every process but its init (1) and us is the evaluation's;
     # at the process level, the ones carrying this run's token.
@@ -121,6 +127,8 @@ def belongs(pid):
                 return False  # exited already
         if config["own_pid_namespace"]:
             return pid != 1
+        if config.get("run_as") and _uid_of(pid) == config["run_as"][0]:
+            return True  # the evaluation's own uid: even a process that scrubbed its environment
         with open(f"/proc/{pid}/environ", "rb") as handle:
             return f"{config['token_variable']}={token}".encode() in handle.read().split(b"\0")
     except (OSError, IndexError):
@@ -386,8 +394,28 @@ def _sweep_orphans_once() -> None:
             sweep_orphans()
 
 
-def kill_tree(proc: subprocess.Popen, token: str, attempts: int = 200) -> bool:
-    """SIGKILL the run's process group and every process carrying its token; True once none is left."""
+def _processes_of_uid(uid: int) -> list[int]:
+    """Live (not zombie) processes whose real uid is uid."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{name}/status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if fields.get("State", "").strip().startswith("Z"):
+            continue
+        if int(fields.get("Uid", "-1").split()[0]) == uid:
+            found.append(int(name))
+    return found
+
+
+def kill_tree(proc: subprocess.Popen, token: str, uid: int | None = None, attempts: int = 200) -> bool:
+    """SIGKILL the run's process group, every process carrying its token and, when the run has a
+    uid of its own, every process of that uid (a detached one that scrubbed its environment too);
+    True once none is left."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -395,6 +423,8 @@ def kill_tree(proc: subprocess.Popen, token: str, attempts: int = 200) -> bool:
     for _ in range(attempts):
         # A zombie's environ reads empty, so dead-but-unreaped processes do not count.
         pids = [pid for pid, carried in _run_tokens().items() if carried == token]
+        if uid is not None:
+            pids += _processes_of_uid(uid)
         if not pids:
             return True
         for pid in pids:
@@ -483,9 +513,9 @@ def run_sandboxed(
     if channel:
         streams[channel[0]] = _Tail("the result channel", limits.kill_output_bytes)
     try:
-        killed_reason = _supervise(proc, streams, limits, started, token, cancel)
+        killed_reason = _supervise(proc, streams, limits, started, token, cancel, run_as[0] if run_as else None)
     finally:
-        kill_tree(proc, token)
+        kill_tree(proc, token, run_as[0] if run_as else None)
         proc.wait()
         proc.stdout.close()
         proc.stderr.close()
@@ -558,7 +588,8 @@ _ABORTED = "aborted"
 
 
 def _supervise(proc: subprocess.Popen, streams: dict[int, _Tail], limits: Limits,
-               started: float, token: str, cancel: threading.Event | None = None) -> str | None:
+               started: float, token: str, cancel: threading.Event | None = None,
+               uid: int | None = None) -> str | None:
     """Pump both pipes until the run ends; enforce the wall clock, the output guard and cancel."""
     deadline = started + limits.timeout_s
     killed_reason: str | None = None
@@ -569,14 +600,14 @@ def _supervise(proc: subprocess.Popen, streams: dict[int, _Tail], limits: Limits
         while True:
             now = time.monotonic()
             if cancel is not None and cancel.is_set():
-                kill_tree(proc, token)
+                kill_tree(proc, token, uid)
                 return _ABORTED
             if killed_reason is None and exited_at is None and now >= deadline:
                 killed_reason = f"timed out after {float(limits.timeout_s)} s"
-                kill_tree(proc, token)
+                kill_tree(proc, token, uid)
             if exited_at is None and proc.poll() is not None:
                 exited_at = now
-                kill_tree(proc, token)  # leftovers would hold the pipes open
+                kill_tree(proc, token, uid)  # leftovers would hold the pipes open
             if not selector.get_map():
                 if exited_at is not None:
                     return killed_reason
@@ -598,4 +629,4 @@ def _supervise(proc: subprocess.Popen, streams: dict[int, _Tail], limits: Limits
                 if killed_reason is None and stream.total > limits.kill_output_bytes:
                     killed_reason = (f"printed more than {limits.kill_output_bytes} bytes on "
                                      f"{stream.name} (output limit); killed")
-                    kill_tree(proc, token)
+                    kill_tree(proc, token, uid)
