@@ -85,8 +85,8 @@ def _round_runs_left_running() -> list[str]:
         return [r.name for r in runs]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_second_signal_kills_hanging_evaluators_and_records_their_rounds_abandoned(tmp_path, sig):
+def two_evaluations_in_flight(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    """Starts `evolveflow run` on an experiment whose candidates hang; returns once two evaluate."""
     exp = experiment(tmp_path, HANGING_EVALUATOR,
                      "evaluation: {evaluator: evaluator.py, timeout_s: 900, sandbox: process}\n"
                      "pipeline: {parallel: {num_workers: 2}}\n")
@@ -94,6 +94,12 @@ def test_second_signal_kills_hanging_evaluators_and_records_their_rounds_abandon
     pids_file = exp / "PIDS"
     _wait_for(lambda: pids_file.exists() and len(pids_file.read_text().splitlines()) >= 2, proc,
               "two evaluations in flight")
+    return proc, pids_file
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_second_signal_kills_hanging_evaluators_and_records_their_rounds_abandoned(tmp_path, sig):
+    proc, pids_file = two_evaluations_in_flight(tmp_path)
     out, seconds = _two_signals(proc, sig)
     assert proc.returncode == 130, out
     assert "aborting the rounds in flight" in out, out

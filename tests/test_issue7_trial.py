@@ -21,9 +21,9 @@ from evolveflow.search_lock import SearchLock
 from flows.rounds import RoundLoop, waiting_line
 from flows.artifacts import pid_tag
 from flows.search import evolve_search
-from tests.test_abort_e2e import HANGING_EVALUATOR, _round_runs_left_running, _start, _wait_for
+from tests.test_abort_e2e import _round_runs_left_running, two_evaluations_in_flight
 from tests.test_prefect_ui import Webhook, with_webhook
-from tests.test_resilience_e2e import _api_url, experiment, tree_of
+from tests.test_resilience_e2e import _api_url, tree_of
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "evolveflow.cli"]
@@ -46,13 +46,7 @@ def test_cancel_in_prefect_then_sigterm_aborts_like_a_second_signal(tmp_path):
     from prefect.client.orchestration import get_client
     from prefect.states import Cancelling
 
-    exp = experiment(tmp_path, HANGING_EVALUATOR,
-                     "evaluation: {evaluator: evaluator.py, timeout_s: 900, sandbox: process}\n"
-                     "pipeline: {parallel: {num_workers: 2}}\n")
-    proc = _start(tmp_path)
-    pids_file = exp / "PIDS"
-    _wait_for(lambda: pids_file.exists() and len(pids_file.read_text().splitlines()) >= 2, proc,
-              "two evaluations in flight")
+    proc, pids_file = two_evaluations_in_flight(tmp_path)
     run = _search_run(proc.pid)
     assert run is not None
     with get_client(sync_client=True) as client:  # what `prefect flow-run cancel` does first

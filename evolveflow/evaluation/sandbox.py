@@ -316,8 +316,9 @@ def _process_cap(max_processes: int | None) -> int | None:
     return _tasks_of_user(os.getuid()) + max_processes
 
 
-def _tasks_of_user(uid: int) -> int:
-    count = 0
+def _process_status() -> dict[int, dict[str, str]]:
+    """Every process's /proc/PID/status fields (a process gone meanwhile is left out)."""
+    found = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -325,10 +326,16 @@ def _tasks_of_user(uid: int) -> int:
             status = Path(f"/proc/{name}/status").read_text()
         except OSError:
             continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        if int(fields.get("Uid", "-1").split()[0]) == uid:
-            count += int(fields.get("Threads", "1"))
-    return count
+        found[int(name)] = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    return found
+
+
+def _uid(fields: dict[str, str]) -> int:
+    return int(fields.get("Uid", "-1").split()[0])
+
+
+def _tasks_of_user(uid: int) -> int:
+    return sum(int(f.get("Threads", "1")) for f in _process_status().values() if _uid(f) == uid)
 
 
 def _start_time(pid: int | str) -> str | None:
@@ -396,20 +403,8 @@ def _sweep_orphans_once() -> None:
 
 def _processes_of_uid(uid: int) -> list[int]:
     """Live (not zombie) processes whose real uid is uid."""
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            status = Path(f"/proc/{name}/status").read_text()
-        except OSError:
-            continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        if fields.get("State", "").strip().startswith("Z"):
-            continue
-        if int(fields.get("Uid", "-1").split()[0]) == uid:
-            found.append(int(name))
-    return found
+    return [pid for pid, f in _process_status().items()
+            if _uid(f) == uid and not f.get("State", "").strip().startswith("Z")]
 
 
 def kill_tree(proc: subprocess.Popen, token: str, uid: int | None = None, attempts: int = 200) -> bool:
