@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from evolveflow.breakers import SearchStopped
 from evolveflow.records import Status
 from evolveflow.scaffold import scaffold_experiment
 from evolveflow.search_lock import SearchAlreadyRunning
@@ -265,7 +266,7 @@ def evaluate(program_path):
         return {"retry": True, "error": "cluster down"}
     return {"score": -mse(load(program_path))}
 ''')
-    with pytest.raises(Exception, match=r"did not evaluate \(infra_failed\).*cluster down"):
+    with pytest.raises(SearchStopped, match=r"infrastructure failures on the initial program.*cluster down"):
         evolve_search(experiment="demo", rounds=2, root=str(tmp_path))
     (exp / "UP").write_text("")
     summary = evolve_search(experiment="demo", rounds=2, root=str(tmp_path))
