@@ -311,9 +311,21 @@ def test_hidden_paths_config_and_defaults(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(bwrap_problem() is not None, reason="needs bwrap")
+def _visible_under_bwrap() -> Path | None:
+    """A writable folder that bwrap does not mask anyway (not under /tmp, /run, /var/tmp or home)."""
+    masked = [Path("/tmp"), Path("/run"), Path("/var/tmp"), Path.home()]
+    for folder in (Path(__file__).resolve().parent, Path("/var/cache"), Path("/opt"), Path("/srv")):
+        if folder.is_dir() and os.access(folder, os.W_OK) and not any(
+                folder == m or m in folder.parents for m in masked):
+            return folder
+    return None
+
+
 def test_a_configured_hidden_path_is_unreadable_under_bwrap(world):
-    # Outside /tmp (masked anyway): a world-readable folder beside the tests.
-    secret_dir = Path(tempfile.mkdtemp(prefix=".hidden-test-", dir=Path(__file__).parent))
+    base = _visible_under_bwrap()
+    if base is None:
+        pytest.skip("no writable folder outside bwrap's default masks")
+    secret_dir = Path(tempfile.mkdtemp(prefix=".evolveflow-hidden-test-", dir=base))
     try:
         secret_dir.chmod(0o755)
         (secret_dir / "token").write_text("tok")
