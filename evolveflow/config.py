@@ -35,6 +35,7 @@ class ApiConfig(Section):
     retry_backoff_s: float = Field(1.0, ge=0)  # first backoff; doubles per retry (Retry-After wins)
     fallbacks: list[str] = Field(default_factory=list)
     max_reply_attempts: int = Field(2, ge=1)  # LLM calls per round until a reply yields a valid edit
+    max_concurrency: int | None = Field(None, ge=1)  # LLM calls at once, proposals and analyses together
     seed: int | None = None
 
     def missing_key(self) -> str | None:
@@ -149,6 +150,10 @@ class EvaluationConfig(Section):
     # A node's metrics as stored (tree, report, UI): a value longer than this, as JSON, is cut
     # with a marker; prompts have their own, smaller cap (prompts.max_metrics_chars).
     metrics_max_chars: int = Field(20_000, gt=0)
+    # Evaluations at once. Unset: one per round in flight. Set: proposals and evaluations are two
+    # pools: a round frees its proposal slot (pipeline.parallel.num_workers) when its candidate
+    # is ready and queues for one of these, so a slow evaluator does not idle the LLM.
+    concurrency: int | None = Field(None, ge=1)
     repeats: int = Field(1, ge=1, le=50)  # evaluate every candidate k times, keep the median
     outlier: OutlierConfig = Field(default_factory=OutlierConfig)
     # Where evaluations run: local (subprocesses of this machine) or dask (the workers of the Dask

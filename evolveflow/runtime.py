@@ -8,8 +8,9 @@ from __future__ import annotations
 import itertools
 import threading
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 from evolveflow.abort import Aborted
 from evolveflow.config import Config
@@ -59,6 +60,10 @@ class Runtime:
     # Called by a round as soon as its node is written, before its lesson: the round loop can
     # start the next round while the analysis of this one goes on (it is off the critical path).
     on_persisted: Callable[[dict], None] | None = None
+    # With evaluation.concurrency set: called when a round's candidate is ready (its proposal slot is free).
+    on_proposed: Callable[[int], None] | None = None
+    llm_slots: threading.Semaphore | None = None  # api.max_concurrency
+    eval_slots: threading.Semaphore | None = None  # evaluation.concurrency
     # Sampling, visit counting, id allocation and dedup run under one lock so workers see
     # each other's choices: UCB statistics and deduplication are global, not per worker.
     tree_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -87,6 +92,19 @@ class Runtime:
 
     def next_node_id(self) -> int:
         return next(self._ids)
+
+    @contextmanager
+    def slot(self, slots: threading.Semaphore | None) -> Iterator[None]:
+        """Holds one of a limited pool (LLM calls, evaluations) while inside; waiting is abortable."""
+        if slots is None:
+            yield
+            return
+        while not slots.acquire(timeout=0.2):
+            self.check_abort()
+        try:
+            yield
+        finally:
+            slots.release()
 
     def abort(self, reason: str) -> None:
         """Stops every round in flight at its next step; running evaluators are killed."""
@@ -142,6 +160,9 @@ def open_runtime(experiment: Experiment, on_round: Callable[[dict], None] | None
             executor=executor,
             on_round=on_round,
             _ids=itertools.count(tree.max_id() + 1),
+            llm_slots=threading.Semaphore(config.api.max_concurrency) if config.api.max_concurrency else None,
+            eval_slots=(threading.Semaphore(config.evaluation.concurrency)
+                        if config.evaluation.concurrency else None),
         )
         if config.dedup.near_threshold is not None and embedder is not None:
             runtime.near_duplicates = NearDuplicateIndex(embedder, config.dedup.near_threshold)

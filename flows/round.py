@@ -113,6 +113,8 @@ def run_round(search_id: str, round_no: int) -> dict:
         retrieved = t.retrieve(search_id, sampled)
     with clock("generate"):
         candidate = _generate(t, search_id, sampled, retrieved)
+    if rt.on_proposed:  # two pools: the next proposal may start while this one is evaluated
+        rt.on_proposed(round_no)
     with clock("evaluate"):
         scored = _evaluate(t, rt, search_id, candidate)
     timings = {**clock.seconds, **_external_seconds(candidate, scored, None)}

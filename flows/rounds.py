@@ -54,6 +54,8 @@ class RoundLoop:
         # does not (at most as many again may be analysing).
         self.proposing: set[int] = set()
         self.persisted: queue.SimpleQueue = queue.SimpleQueue()
+        self.proposed: queue.SimpleQueue = queue.SimpleQueue()  # rounds whose candidate is ready
+        self.unwritten: set[int] = set()  # rounds whose node is not written yet
         self.wake = threading.Event()  # a round was persisted or ended
         self.last_word = time.monotonic()  # when a round last finished or a waiting line was shown
 
@@ -116,6 +118,10 @@ class RoundLoop:
         # Round flows run without Prefect heartbeats (they cost ~0.9 s per flow run here); a
         # crash is detected by the search itself: pending nodes are marked abandoned at restart.
         self.rt.on_persisted = self.on_persisted
+        evaluations = self.rt.config.evaluation.concurrency
+        if evaluations:  # two pools: proposal slots free up when the candidate is ready
+            self.rt.on_proposed = self.on_proposed
+        most = 2 * workers + (evaluations or 0)  # proposing + waiting or evaluating + analysing
         with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}), \
                 stop_on_signals(self.request_stop, self.abort):
             in_flight: set[Future] = set()
@@ -128,7 +134,7 @@ class RoundLoop:
                     return f"stopped: {self.stopped}" if self.stopped else self.rt.abort_reason
                 if self.interrupted and reason is None:
                     reason = "interrupted"
-                while reason is None and len(self.proposing) < workers and len(in_flight) < 2 * workers:
+                while reason is None and len(self.proposing) < workers and len(in_flight) < most:
                     if next_round >= self.first + self.count:
                         reason = "rounds"
                         break
@@ -147,6 +153,7 @@ class RoundLoop:
                         future.add_done_callback(lambda _: self.wake.set())
                         self.running[next_round] = time.monotonic()
                         self.proposing.add(next_round)
+                        self.unwritten.add(next_round)
                         in_flight.add(future)
                         next_round += 1
                 if not in_flight:
@@ -171,24 +178,34 @@ class RoundLoop:
             self.last_word = now
             show_waiting(waiting_line(self.running, now, self.interrupted is not None))
 
+    def on_proposed(self, round_no: int) -> None:
+        """Called from a round's thread when its candidate is ready (evaluation.concurrency set)."""
+        self.proposed.put(round_no)
+        self.wake.set()
+
     def on_persisted(self, summary: dict) -> None:
         """Called from a round's thread once its node is written (see flows/round.py)."""
         self.persisted.put(summary)
         self.wake.set()
 
     def drain(self) -> None:
-        """Counts the rounds whose node was written since the last look."""
+        """Frees the proposal slots of rounds whose candidate is ready; counts the rounds whose
+        node was written since the last look."""
+        while not self.proposed.empty():
+            self.proposing.discard(self.proposed.get())
         while not self.persisted.empty():
             summary = self.persisted.get()
             self.proposing.discard(summary["round"])
+            self.unwritten.discard(summary["round"])
             self.finish_round(summary)
 
     def finish(self, future: Future) -> None:
         """Handles a round's thread that ended (its lesson written, or it failed)."""
         self.drain()  # a round announces its node before its thread ends: count it once, from there
         round_no = future.round_no  # type: ignore[attr-defined]
-        was_proposing = round_no in self.proposing
+        was_proposing = round_no in self.unwritten  # (its node was never announced)
         self.proposing.discard(round_no)
+        self.unwritten.discard(round_no)
         try:
             summary = future.result()
         except Aborted:  # the search is being aborted: its rounds in flight are recorded together

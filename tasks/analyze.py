@@ -42,7 +42,8 @@ def write_lesson(rt: Runtime, sampled: Sampled, candidate: Candidate, scored: Sc
     found = facts(sampled, candidate, scored)
     messages = build_analysis_messages(rt.templates, found, candidate.node.motivation, candidate.node.edit)
     billed = rt.unused_analysis.setdefault(candidate.node.id, [])
-    reply = call_llm(rt.config.api, messages, rt.config.api.analyst(), seed=None, purpose="analyze", billed=billed)
+    with rt.slot(rt.llm_slots):
+        reply = call_llm(rt.config.api, messages, rt.config.api.analyst(), seed=None, purpose="analyze", billed=billed)
     return reply.text.strip(), LLMCall(purpose="analyze", reply=reply)
 
 

@@ -38,8 +38,9 @@ def _run_until(rt: Runtime, node: Node, log: list[EvalResult], target: int, infr
     while sum(a.outcome == Outcome.OK for a in log) < target:
         seed = rt.config.pipeline.seed * 1_000_003 + node.id * 1_000 + len(log)
         kept = rt.experiment.storage_dir / "files" / f"node_{node.id}" / f"attempt_{len(log) + 1}"
-        result = rt.executor.run(node.code, rt.evaluator, seed=seed, filename=rt.experiment.program_file,
-                                 step=node.id, keep_files_to=kept, cancel=rt.aborted)
+        with rt.slot(rt.eval_slots):  # evaluation.concurrency: evaluations at once, all rounds together
+            result = rt.executor.run(node.code, rt.evaluator, seed=seed, filename=rt.experiment.program_file,
+                                     step=node.id, keep_files_to=kept, cancel=rt.aborted)
         log.append(result)
         if result.outcome == Outcome.INFRA_ERROR:
             if infra_budget > 0:

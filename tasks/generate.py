@@ -76,7 +76,8 @@ def propose(rt: Runtime, sampled: Sampled, retrieved: Sequence[Retrieved]) -> Ca
     error = "no reply"
     replies = 0
     for attempt in range(config.api.max_reply_attempts):
-        reply = call_llm(config.api, messages, config.api.model, _seed(rt, sampled.node_id, attempt), billed=log)
+        with rt.slot(rt.llm_slots):
+            reply = call_llm(config.api, messages, config.api.model, _seed(rt, sampled.node_id, attempt), billed=log)
         log.append(LLMCall(purpose="propose", reply=reply))
         replies += 1
         try:
