@@ -119,6 +119,9 @@ class EvaluationConfig(Section):
     contract: Literal["auto", "native", "asi", "openevolve", "shinka"] = "auto"
     python: str | None = None  # interpreter for Python evaluators (one that has their packages)
     pythonpath: list[str] = Field(default_factory=list)  # extra import paths, relative to the experiment
+    # Folders the evaluator reads (data) that bwrap would otherwise hide: under a masked folder
+    # (/tmp, /run, /var/tmp, or $HOME as root with a separate uid). Absolute, ~ or relative.
+    readable_paths: list[str] = Field(default_factory=list)
     cascade: bool = True  # openevolve: use evaluate_stage1/2/3 when the evaluator defines them
     cascade_thresholds: list[float] = Field(default_factory=lambda: [0.5, 0.75, 0.9])
     # openevolve: metrics left out of the mean when there is no combined_score (OpenEvolve's

@@ -22,6 +22,7 @@ def evaluator_spec(experiment: Experiment) -> EvaluatorSpec:
         max_output_bytes=ev.max_output_bytes, kill_output_bytes=ev.kill_output_bytes,
         sandbox=ev.sandbox, contract=ev.contract, python=python,
         pythonpath=tuple((experiment.dir / p).resolve() for p in ev.pythonpath),
+        readable_paths=tuple((experiment.dir / Path(p).expanduser()).resolve() for p in ev.readable_paths),
         cascade=ev.cascade, cascade_thresholds=tuple(ev.cascade_thresholds), mean_excludes=tuple(ev.mean_excludes),
         experiment_dir=experiment.dir, feedback_max_chars=ev.feedback_max_chars,
         keep_files_max_bytes=ev.keep_files_max_bytes, max_result_bytes=ev.max_result_bytes,

@@ -306,8 +306,10 @@ def test_hidden_paths_config_and_defaults(tmp_path, monkeypatch):
     assert {exp_dir / "data" / "private", Path.home() / ".my-tokens", Path("/opt/keys")} <= hidden
     assert {tmp_path / "prefect-home", Path.home() / ".aws", Path.home() / ".ssh", Path("/etc/shadow"),
             load_experiment("demo", tmp_path).storage_dir} <= hidden
-    (exp_dir / "config.yaml").write_text("evaluation:\n  evaluator: evaluator.py\n  hide_defaults: false\n")
-    assert evaluator_spec(load_experiment("demo", tmp_path)).hidden_paths == ()
+    (exp_dir / "config.yaml").write_text("evaluation:\n  evaluator: evaluator.py\n  hide_defaults: false\n"
+                                         "  readable_paths: [data, /srv/datasets]\n")
+    spec = evaluator_spec(load_experiment("demo", tmp_path))
+    assert spec.hidden_paths == () and spec.readable_paths == ((exp_dir / "data").resolve(), Path("/srv/datasets"))
 
 
 @pytest.mark.skipif(bwrap_problem() is not None, reason="needs bwrap")
@@ -361,3 +363,18 @@ def _cmdline_has(pid: str, marker: str) -> bool:
         return marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
+
+
+@pytest.mark.skipif(bwrap_problem() is not None or not ROOT, reason="needs bwrap and root (the home is masked)")
+def test_readable_paths_bring_back_data_under_the_masked_home(world):
+    data = Path(tempfile.mkdtemp(prefix=".evolveflow-data-test-", dir=Path.home()))
+    try:
+        data.chmod(0o755)
+        (data / "table.csv").write_text("a,b")
+        (data / "table.csv").chmod(0o644)
+        case = json.dumps({"name": "read", "args": [str(data / "table.csv")]})
+        assert run_evaluation(case, spec_for("bwrap", world)).metrics["result"].startswith("blocked")
+        spec = spec_for("bwrap", world).model_copy(update={"readable_paths": (data,)})
+        assert run_evaluation(case, spec).metrics["result"] == "exposed: a,b"
+    finally:
+        shutil.rmtree(data)

@@ -61,6 +61,7 @@ class EvaluatorSpec(BaseModel):
     contract: Literal["auto", "native", "asi", "openevolve", "shinka"] = "auto"
     python: str | None = None  # interpreter for Python evaluators; None: evolveflow's own
     pythonpath: tuple[Path, ...] = ()  # put on the evaluator's PYTHONPATH
+    readable_paths: tuple[Path, ...] = ()  # bound back read-only under bwrap if a mask would hide them
     cascade: bool = True  # openevolve: run evaluate_stage1/2/3 when defined
     cascade_thresholds: tuple[float, ...] = (0.5, 0.75, 0.9)
     mean_excludes: tuple[str, ...] = ("complexity", "diversity")  # openevolve: not averaged into the score
@@ -181,7 +182,8 @@ def isolation_for(spec: EvaluatorSpec) -> Isolation:
     """Return what the sandbox gives spec's evaluator here; at the process level this is probed by
     running a tiny program the way the evaluator will run (once per evaluator per process)."""
     level = sandbox_level(spec)
-    key = (level, spec.interpreter, spec.path, spec.experiment_dir, spec.pythonpath, spec.separate_user, spec.network)
+    key = (level, spec.interpreter, spec.path, spec.experiment_dir, spec.pythonpath, spec.readable_paths,
+           spec.separate_user, spec.network)
     if key not in _ISOLATION:
         _ISOLATION[key] = _probe(spec, level)
     return _ISOLATION[key]
@@ -192,6 +194,7 @@ def _probe(spec: EvaluatorSpec, level: str) -> Isolation:
     user = spec.separate_user and os.geteuid() == 0
     network = spec.network == "none" or level == "bwrap"
     needed = [str(p) for p in dict.fromkeys([spec.path, spec.path.parent, HARNESS_PATH, *spec.pythonpath,
+                                             *spec.readable_paths,
                                              *([spec.experiment_dir] if spec.experiment_dir else [])])]
     for attempt in (True, False) if user else (False,):
         found = _run_probe(spec, level, needed, separate_user=attempt, own_network=network)
@@ -323,7 +326,8 @@ def _readable_paths(spec: EvaluatorSpec) -> list[Path]:
     # What must stay visible even if it lives under a masked directory such as /tmp.
     interpreter = Path(spec.interpreter)
     paths = [spec.path.parent, Path(sys.executable).parent, Path(sys.prefix), Path(sys.base_prefix),
-             interpreter.parent, interpreter.resolve().parent.parent, HARNESS_PATH.parent, *spec.pythonpath]
+             interpreter.parent, interpreter.resolve().parent.parent, HARNESS_PATH.parent, *spec.pythonpath,
+             *spec.readable_paths]
     return list(dict.fromkeys(paths))
 
 
