@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import itertools
 import json
 import os
 import re
@@ -47,11 +46,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from evolveflow.llm.offline import analyst_reply, mutator_reply  # noqa: E402
 from evolveflow.records import Status  # noqa: E402
 from storage.memory import MemoryStore  # noqa: E402
 from storage.tree import TreeStore  # noqa: E402
-from tests.support.openai_server import FakeOpenAIServer  # noqa: E402
+from tests.support.openai_server import FakeOpenAIServer, offline_responder  # noqa: E402
 
 EXPERIMENT = "chaos"
 FINAL = ("ok", "candidate_error", "infra_failed", "rejected")
@@ -126,14 +124,7 @@ def write_experiment(root: Path, args: argparse.Namespace, api_base: str) -> Pat
 
 def make_responder(seed: int):
     """A FakeOpenAIServer responder: real edits for proposals, a lesson for analysis prompts."""
-    counter = itertools.count()
-
-    def respond(request: dict) -> str:
-        prompt = "\n".join(str(m.get("content") or "") for m in request.get("messages", []) if m.get("role") == "user")
-        if "## Facts" in prompt:
-            return analyst_reply(prompt)
-        return mutator_reply(prompt, f"{seed}:{next(counter)}")
-    return respond
+    return offline_responder(seed)
 
 
 # ---- processes ------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ times; the table prints rounds per minute and the ratio.
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import statistics
 import sys
@@ -22,19 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from evolveflow.llm.offline import analyst_reply, mutator_reply  # noqa: E402
 from evolveflow.scaffold import scaffold_experiment  # noqa: E402
-from tests.support.openai_server import FakeOpenAIServer  # noqa: E402
-
-
-def responder(latency_s: float):
-    counter = itertools.count()
-
-    def respond(request: dict) -> str:
-        time.sleep(latency_s)
-        prompt = "\n".join(str(m.get("content") or "") for m in request["messages"] if m.get("role") == "user")
-        return analyst_reply(prompt) if "## Facts" in prompt else mutator_reply(prompt, f"0:{next(counter)}")
-    return respond
+from tests.support.openai_server import FakeOpenAIServer, offline_responder  # noqa: E402
 
 
 def run(root: Path, args, base_url: str, pools: bool) -> float:
@@ -63,7 +51,7 @@ def main() -> int:
     args = parser.parse_args()
     os.environ.setdefault("OPENAI_API_KEY", "bench-not-a-secret")
     rates: dict[bool, list[float]] = {False: [], True: []}
-    with FakeOpenAIServer(responder=responder(args.llm_s)) as srv:
+    with FakeOpenAIServer(responder=offline_responder(delay_s=args.llm_s)) as srv:
         for _ in range(args.repeats):
             for pools in (False, True):
                 with tempfile.TemporaryDirectory() as root:

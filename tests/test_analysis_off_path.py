@@ -2,37 +2,35 @@
 the LLM while round k's analyst call is still open, and every lesson is still written."""
 from __future__ import annotations
 
-import itertools
 import os
 import threading
 
 import pytest
 
-from evolveflow.llm.offline import analyst_reply, mutator_reply
 from flows.search import evolve_search
-from tests.support.openai_server import FakeOpenAIServer
+from tests.support.openai_server import FakeOpenAIServer, is_analysis, offline_responder, user_text
 from tests.test_resilience_e2e import experiment, tree_of
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
 def test_the_next_proposal_does_not_wait_for_the_analysis(tmp_path):
-    counter = itertools.count()
     analysing = threading.Event()
     overlapped: list[bool] = []
 
+    answer = offline_responder()
+
     def respond(request: dict) -> str:
-        prompt = "\n".join(str(m.get("content") or "") for m in request["messages"] if m.get("role") == "user")
-        if "## Facts" in prompt:  # the analyst: hold the reply until a proposal arrives meanwhile
+        if is_analysis(user_text(request)):  # the analyst: hold the reply until a proposal arrives meanwhile
             analysing.set()
             seen = proposal_during_analysis.wait(timeout=4)  # the last one waits it out
             overlapped.append(seen)
             proposal_during_analysis.clear()
-            return analyst_reply(prompt)
+            return answer(request)
         if analysing.is_set():
             analysing.clear()
             proposal_during_analysis.set()
-        return mutator_reply(prompt, f"0:{next(counter)}")
+        return answer(request)
 
     proposal_during_analysis = threading.Event()
     with FakeOpenAIServer(responder=respond) as srv:

@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 
 import pytest
 
-from evolveflow.llm.offline import analyst_reply, mutator_reply
 from evolveflow.records import Status
 from flows.search import evolve_search
-from tests.support.openai_server import FakeOpenAIServer
+from tests.support.openai_server import FakeOpenAIServer, offline_responder
 from tests.test_resilience_e2e import experiment, tree_of
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -51,16 +49,14 @@ def test_evaluation_concurrency_caps_evaluations_while_proposals_go_on(tmp_path)
 def test_api_max_concurrency_caps_llm_calls_at_once(tmp_path):
     lock = threading.Lock()
     open_calls, most = [0], [0]
-    counter = iter(range(10**6))
+    answer = offline_responder(delay_s=0.3)
 
     def respond(request: dict) -> str:
         with lock:
             open_calls[0] += 1
             most[0] = max(most[0], open_calls[0])
         try:
-            time.sleep(0.3)
-            prompt = "\n".join(str(m.get("content") or "") for m in request["messages"] if m.get("role") == "user")
-            return analyst_reply(prompt) if "## Facts" in prompt else mutator_reply(prompt, f"0:{next(counter)}")
+            return answer(request)
         finally:
             with lock:
                 open_calls[0] -= 1

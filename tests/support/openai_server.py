@@ -33,6 +33,7 @@ sees its connection closed), e.g. by a responder: check it when a test behaves o
 """
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import socket
@@ -298,3 +299,28 @@ class _Handler(BaseHTTPRequestHandler):
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.connection.close()
         self.close_connection = True
+
+
+def user_text(request: dict) -> str:
+    """The user messages of a chat request, joined (what a responder decides on)."""
+    return "\n".join(str(m.get("content") or "") for m in request.get("messages", []) if m.get("role") == "user")
+
+
+def is_analysis(prompt: str) -> bool:
+    """True for evolveflow's analyst prompt (it lists the round's facts), False for a proposal."""
+    return "## Facts" in prompt
+
+
+def offline_responder(seed: int = 0, delay_s: float = 0.0) -> Callable[[dict], str]:
+    """A responder that answers like evolveflow's offline models: real edits to proposals, a
+    factual lesson to analyses (after delay_s seconds, to stand for a slow model)."""
+    from evolveflow.llm.offline import analyst_reply, mutator_reply
+
+    counter = itertools.count()
+
+    def respond(request: dict) -> str:
+        if delay_s:
+            time.sleep(delay_s)
+        prompt = user_text(request)
+        return analyst_reply(prompt) if is_analysis(prompt) else mutator_reply(prompt, f"{seed}:{next(counter)}")
+    return respond
