@@ -141,6 +141,7 @@ class RoundObs:
     thread_cpu: float
     rss_mb: float
     persist: float
+    analyze: float  # after the node is written (off the critical path): the analyst, then its lesson's write
 
 
 @dataclass
@@ -173,7 +174,8 @@ class Probe:
                     prof.disable()
             end = time.perf_counter()
             self.rounds[round_no] = RoundObs(start, end, time.thread_time() - cpu, rss_mb(),
-                                             summary["timings"]["persist"])
+                                             summary["timings"]["persist"],
+                                             summary["timings"].get("analyze", 0.0) + summary["timings"].get("lesson", 0.0))
             return summary
         return timed_round
 
@@ -303,12 +305,12 @@ def round_rows(storage: Path, probe: Probe, workers: int) -> list[dict]:
             "retrieve": t["retrieve"],
             "generate": t["generate"] - llm.get((node.id, "propose"), 0.0),
             "evaluate": t["evaluate"] - t.get("evaluator", 0.0),
-            "analyze": t["analyze"] - llm.get((node.id, "analyze"), 0.0),
+            "analyze": obs.analyze - llm.get((node.id, "analyze"), 0.0),
             "persist": obs.persist,
         }
         row["stages"] = sum(row[s] for s in STAGES)
         flow_wall = obs.end - obs.start
-        row["prefect"] = flow_wall - sum(t[s] for s in STAGES[:-1]) - obs.persist
+        row["prefect"] = flow_wall - sum(t[s] for s in STAGES[:-2]) - obs.analyze - obs.persist
         row["flow"] = flow_wall - external
         if workers == 1 and node.round in next_start:  # with more, rounds overlap
             row["cycle"] = next_start[node.round] - obs.start - external

@@ -81,7 +81,6 @@ def _run_search(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     # A failed task's traceback is noise on the console: the outcome is recorded in the tree
     # and shown in the progress line; the Prefect UI still has the full task-run logs.
     logging.getLogger("prefect.task_runs").setLevel(logging.CRITICAL)
-    _temporary_server_in_own_session()
     from evolveflow.progress import RoundDisplay, use_display
 
     with use_display(RoundDisplay(rounds=args.rounds)):  # a live bar on a terminal, lines otherwise
@@ -387,27 +386,6 @@ def _one_line(exc: BaseException) -> str:
         where = (own or frames)[-1] if frames else None
         lines = lines[:start] + [trace[-1] + (f" ({Path(where[1]).name}, line {where[2]})" if where else "")]
     return " ".join(lines)
-
-
-def _temporary_server_in_own_session() -> None:
-    """Starts Prefect's temporary server (no PREFECT_API_URL) in a session of its own.
-
-    A terminal's Ctrl-C goes to the whole foreground process group: the server, started as a
-    plain child, died of it while the search was finishing its rounds in flight (a flood of
-    connection errors, then a traceback). The search still stops it at exit.
-    """
-    import functools
-    import subprocess
-
-    from prefect.server.api import server
-
-    class OwnSession:
-        Popen = staticmethod(functools.partial(subprocess.Popen, start_new_session=True))
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(subprocess, name)
-
-    server.subprocess = OwnSession()
 
 
 def _exit_leaving_rounds(code: int) -> None:

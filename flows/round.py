@@ -131,7 +131,8 @@ def run_round(search_id: str, round_no: int) -> dict:
     if lesson or analysis_call:
         with clock("lesson"):
             t.persist_lesson(search_id, node, lesson, analysis_call)
-    return {**summary, "timings": {**summary["timings"], "analyze": clock.seconds["analyze"]}}
+    after_node = {k: v for k, v in clock.seconds.items() if k in ("analyze", "lesson")}
+    return {**summary, "timings": {**summary["timings"], **after_node}}
 
 
 def _persist(t: RoundTasks, rt: Runtime, search_id: str, node: Node, scored: Scored, calls: list[LLMCall]) -> Node:
