@@ -66,6 +66,9 @@ class TreeStore:
         self.path = Path(path)
         self.read_only = read_only
         self._lock = threading.RLock()
+        # Every node's summary, kept by this (the only writing) connection once first asked for:
+        # samplers read them every round, and reading the whole table each time grew with the tree.
+        self._summaries: dict[int, NodeSummary] | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._con = self._connect(lock_wait_s)
         if not read_only:
@@ -123,12 +126,23 @@ class TreeStore:
     # ---- reads -------------------------------------------------------------------------------
 
     def summaries(self) -> list[NodeSummary]:
-        """Returns every node as a code-free summary, for samplers."""
-        rows = self._fetch(f"SELECT {', '.join(SUMMARY_COLUMNS)} FROM nodes ORDER BY id")
-        return [
-            NodeSummary(**{**dict(zip(SUMMARY_COLUMNS, r)), "metrics": json.loads(r[-1] or "{}")})
-            for r in rows
-        ]
+        """Returns every node as a code-free summary, for samplers (ordered by id)."""
+        with self._lock:
+            if self._summaries is None or self.read_only:
+                self._summaries = self._summaries_of(None)
+            return [self._summaries[i] for i in sorted(self._summaries)]
+
+    def _summaries_of(self, ids: Sequence[int] | None) -> dict[int, NodeSummary]:
+        where = "" if ids is None else f" WHERE id IN ({', '.join('?' * len(ids))})"
+        rows = self._fetch(f"SELECT {', '.join(SUMMARY_COLUMNS)} FROM nodes{where}", list(ids or ()))
+        return {r[0]: NodeSummary(**{**dict(zip(SUMMARY_COLUMNS, r)), "metrics": json.loads(r[-1] or "{}")})
+                for r in rows}
+
+    def _resummarize(self, ids: Sequence[int]) -> None:
+        """After a write to these nodes: their cached summaries are read again (if any are cached)."""
+        with self._lock:
+            if self._summaries is not None and ids:
+                self._summaries.update(self._summaries_of(list(ids)))
 
     def nodes(self, ids: Sequence[int]) -> list[Node]:
         """Returns the nodes with these ids, in the order asked."""
@@ -241,6 +255,7 @@ class TreeStore:
     def add_visit(self, node_id: int) -> None:
         """Counts one more selection of this node as a parent (UCB1's n)."""
         self._transaction([("UPDATE nodes SET visits = visits + 1 WHERE id = ?", [node_id])])
+        self._resummarize([node_id])
 
     def insert_node(self, node: Node) -> None:
         """Writes a new node (pending, rejected or already evaluated)."""
@@ -248,6 +263,7 @@ class TreeStore:
         self._transaction(
             [(f"INSERT INTO nodes ({', '.join(NODE_COLUMNS)}) VALUES ({placeholders})", _node_params(node))]
         )
+        self._resummarize([node.id])
 
     def finish_node(
         self,
@@ -307,6 +323,7 @@ class TreeStore:
                 )
             )
         self._transaction(statements)
+        self._resummarize([node.id])
 
     def record_analysis(self, node_id: int, analysis: str | None,
                         llm_calls: Sequence[tuple[str, LLMReply | None, str | None]]) -> None:
@@ -338,6 +355,7 @@ class TreeStore:
                     [error],
                 )]
             )
+            self._resummarize(ids)
         return ids
 
     def last_stop_reason(self) -> str | None:

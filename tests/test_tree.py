@@ -137,3 +137,22 @@ def test_abandoned_nodes_say_why_the_last_search_stopped(tree):
     tree.insert_node(Node(id=9, parent_id=None, round=3, code="x", code_hash="h9", status=Status.PENDING))
     assert tree.abandon_pending(tree.last_stop_reason()) == [9]
     assert "No space left on device" in tree.node(9).error
+
+
+def test_kept_summaries_follow_every_write_to_a_node(tree):
+    """summaries() is kept in memory after its first read: each write must update it like a fresh read."""
+    def fresh():
+        return [s for _, s in sorted(tree._summaries_of(None).items())]
+
+    tree.insert_node(node(0, score=1.0))
+    assert tree.summaries() == fresh()  # the first read fills it
+    tree.insert_node(node(2, parent=0, status=Status.PENDING))
+    tree.insert_node(node(1, parent=0, status=Status.PENDING))
+    tree.add_visit(0)
+    tree.finish_node(node(1, parent=0, score=3.0, metrics={"combined_score": 3.0}))
+    tree.abandon_pending("test")
+    kept = tree.summaries()
+    assert kept == fresh()
+    assert [s.id for s in kept] == [0, 1, 2] and kept[0].visits == 1
+    assert kept[1].score == 3.0 and kept[1].metrics == {"combined_score": 3.0}
+    assert kept[2].status == Status.ABANDONED
