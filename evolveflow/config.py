@@ -36,6 +36,13 @@ class ApiConfig(Section):
     fallbacks: list[str] = Field(default_factory=list)
     max_reply_attempts: int = Field(2, ge=1)  # LLM calls per round until a reply yields a valid edit
     max_concurrency: int | None = Field(None, ge=1)  # LLM calls at once, proposals and analyses together
+    # Per-minute budgets of the provider key (None: no limit), for every request of the search
+    # (proposals, analyses, retries); a request waits until it fits. See evolveflow/llm/rate_limit.py.
+    requests_per_minute: int | None = Field(None, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)  # prompt (estimated) + max_tokens, settled to real usage
+    # Name of a Prefect global concurrency limit with slot decay, one slot per request: one budget
+    # shared by every search that talks to the same Prefect server.
+    prefect_rate_limit: str | None = Field(None, min_length=1)
     seed: int | None = None
 
     def missing_key(self) -> str | None:

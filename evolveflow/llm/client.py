@@ -9,9 +9,14 @@ Retries and fallbacks are done here rather than by litellm, on purpose (verified
 * litellm's ``fallbacks`` works on success, but runs through ``acompletion`` in a separate event loop,
   logs an ERROR traceback to stderr per failed model and raises a bare ``APIConnectionError`` whose
   type says nothing of the real failure.  It also cannot treat an empty reply as a failure.
+
+Rate limits (``limiter``, see evolveflow/llm/rate_limit.py) are asked here, before every request
+this function sends, because every LLM call of a search (proposals and analyses) comes through here.
 """
 from __future__ import annotations
 
+import datetime
+import email.utils
 import logging
 import random
 import time
@@ -22,6 +27,7 @@ import evolveflow  # noqa: F401  # sets offline env defaults, which litellm read
 import litellm
 import openai
 
+from evolveflow.llm.rate_limit import Limiter
 from evolveflow.records import LLMReply
 
 litellm.suppress_debug_info = True  # no "Give Feedback / Get Help" banner on handled errors
@@ -71,6 +77,7 @@ def complete(
     extra: dict | None = None,
     retry_backoff_s: float = 1.0,
     ledger: list[LLMReply] | None = None,
+    limiter: Limiter | None = None,
 ) -> LLMReply:
     """Ask `model` (then each of `fallbacks`) for a chat completion; return its text and accounting.
 
@@ -82,7 +89,10 @@ def complete(
     Every response that came back but could not be used (empty content) is still billed: it is
     appended to ``ledger`` with its tokens, cost and own latency as it arrives, even when the call
     ends in ``EmptyReplyError``, so the caller can record what it paid for.  The returned reply's
-    latency is the rest of the call's wall time, so the latencies add up to it exactly.
+    latency is the rest of the call's wall time, so the latencies add up to it exactly, less the
+    time spent waiting for ``limiter``: each request (each retry too) first waits until it fits the
+    rate limit, reserving the prompt's estimated tokens plus ``max_tokens``, settled to the usage
+    the reply reports.
     """
     if num_retries < 0:
         raise ValueError(f"num_retries must be >= 0, got {num_retries}")
@@ -104,13 +114,13 @@ def complete(
     models = [model, *fallbacks]
     started = time.monotonic()
     billed_before = len(ledger) if ledger is not None else 0
-    tally = _Tally()
+    tally = _Tally(limiter=limiter, reserve=reserved_tokens(messages, max_tokens, limiter))
     for name in models:
         answer = _ask_one_model(name, request, num_retries, retry_backoff_s, tally, ledger)
         if answer is not None:
             response, text = answer
             unusable_s = sum(r.latency_s for r in (ledger or [])[billed_before:])
-            return build_reply(response, text, name, time.monotonic() - started - unusable_s)
+            return build_reply(response, text, name, time.monotonic() - started - unusable_s - tally.rate_wait_s)
 
     error_class = EmptyReplyError if tally.last_was_empty else LLMError
     raise error_class(
@@ -127,6 +137,9 @@ class _Tally:
     last_error_by_model: dict[str, str] = field(default_factory=dict)
     last_was_empty: bool = False
     last_exception: BaseException | None = None
+    limiter: Limiter | None = None
+    reserve: int = 0  # tokens each request reserves in the limiter
+    rate_wait_s: float = 0.0  # spent waiting for the limiter, not for the model
 
 
 def _ask_one_model(
@@ -140,14 +153,25 @@ def _ask_one_model(
         attempt += 1
         tally.attempts += 1
         retry_hint: float | None = None
+        permit = tally.limiter.acquire(tally.reserve) if tally.limiter is not None else None
+        if permit is not None:
+            tally.rate_wait_s += permit.waited_s
         asked = time.monotonic()
         try:
             response = litellm.completion(model=name, **request)
         except openai.OpenAIError as exc:  # every litellm provider error derives from this
+            if permit is not None:
+                tally.limiter.settle(permit, None)
             tally.last_exception, tally.last_was_empty = exc, False
             tally.last_error_by_model[name] = describe_error(exc)
             retryable, retry_hint = is_transient(exc), server_retry_hint(exc)
+        except BaseException:
+            if permit is not None:
+                tally.limiter.settle(permit, None)
+            raise
         else:
+            if permit is not None:
+                tally.limiter.settle(permit, used_tokens(response))
             text = reply_text(response)
             if text.strip():
                 return response, text
@@ -173,7 +197,8 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def server_retry_hint(exc: BaseException) -> float | None:
-    """Seconds the server asked us to wait (retry-after-ms or numeric Retry-After), capped; None if unsaid."""
+    """Seconds the server asked us to wait (retry-after-ms, or Retry-After in seconds or as an HTTP
+    date), capped; None if unsaid."""
     headers = getattr(exc, "litellm_response_headers", None)
     if headers is None:
         return None
@@ -181,10 +206,49 @@ def server_retry_hint(exc: BaseException) -> float | None:
         try:
             seconds = float(headers.get(header)) * scale
         except (TypeError, ValueError):
-            continue
+            seconds = _seconds_until_http_date(headers.get(header)) if header == "retry-after" else None
+            if seconds is None:
+                continue
         if seconds >= 0:
             return min(seconds, MAX_SERVER_HINT_S)
     return None
+
+
+def _seconds_until_http_date(value: Any) -> float | None:
+    """Seconds from now until an HTTP date (RFC 9110 allows one in Retry-After), at least 0; None if not one."""
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000": HTTP dates are always in UTC
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def reserved_tokens(messages: list[dict], max_tokens: int, limiter: Limiter | None) -> int:
+    """Tokens one request holds in the limiter until its usage is known: the prompt's estimate plus max_tokens.
+
+    The estimate uses the tokenizer bundled with litellm whatever the model (offline, a few ms for a
+    long prompt): asking for the model's own tokenizer downloads one from Hugging Face for some
+    models (llama-3: a 23 s stall offline).  The reply's usage corrects it.
+    """
+    if limiter is None or not limiter.counts_tokens:
+        return 0
+    try:
+        prompt = litellm.token_counter(model="", messages=messages)
+    except Exception:  # noqa: BLE001 - an estimate: content it cannot read falls back to chars/4
+        prompt = sum(len(str(m.get("content") or "")) for m in messages) // 4 + 1
+    return int(prompt) + max_tokens
+
+
+def used_tokens(response: Any) -> int | None:
+    """The tokens a reply says it used (prompt + completion), or None when it does not say."""
+    usage = getattr(response, "usage", None)
+    total = getattr(usage, "total_tokens", None)
+    if isinstance(total, int):
+        return total
+    parts = [getattr(usage, key, None) for key in ("prompt_tokens", "completion_tokens")]
+    return sum(parts) if all(isinstance(p, int) for p in parts) else None
 
 
 def backoff_delay(base_s: float, attempt: int) -> float:
