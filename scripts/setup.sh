@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv and install evolveflow with its pinned dependencies (skipped when up to date).
+# Create .venv and install evolveflow with its pinned dependencies (skipped when up to date): the
+# exact versions in constraints.txt, the same on every machine (refresh it with scripts/lock.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -9,11 +10,14 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 stamp=.venv/.evolveflow-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+# The stamp records which constraints.txt .venv was installed from (tests/test_constraints.py reads it).
+lock_id="$(.venv/bin/python -c 'import hashlib; print(hashlib.sha256(open("constraints.txt", "rb").read()).hexdigest(), "constraints.txt")')"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ] \
+   || [ "$(cat "$stamp")" != "$lock_id" ]; then
   echo "installing evolveflow and its pinned dependencies into .venv (about a minute the first time)..."
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e '.[test]'
-  touch "$stamp"
+  .venv/bin/python -m pip install --quiet -e '.[test]' -c constraints.txt
+  echo "$lock_id" > "$stamp"
 fi
 if ! command -v bwrap >/dev/null 2>&1; then
   echo "note: bubblewrap (bwrap) is not installed: candidates run with the 'process' sandbox level" \
