@@ -8,6 +8,7 @@ from typing import Callable, Iterator
 
 from prefect import State, Task, flow, get_run_logger
 from prefect.states import Cancelled, Failed
+from prefect.utilities.annotations import quote
 
 from evolveflow.abort import Aborted
 from evolveflow.breakers import SearchStopped
@@ -27,7 +28,11 @@ from tasks.sample import sample
 
 @dataclass(frozen=True)
 class RoundTasks:
-    """The six tasks with the retries the search's config asks for."""
+    """The round's tasks with the retries the search's config asks for.
+
+    Records are passed to them inside `quote()`: Prefect then hands them over as they are instead
+    of walking every field for futures to resolve (measured: 3.6 -> 1.3 ms of CPU per task call).
+    """
 
     sample: Task
     retrieve: Task
@@ -110,7 +115,7 @@ def run_round(search_id: str, round_no: int) -> dict:
     with clock("sample"):
         sampled = t.sample(search_id, round_no)
     with clock("retrieve"):
-        retrieved = t.retrieve(search_id, sampled)
+        retrieved = t.retrieve(search_id, quote(sampled))
     with clock("generate"):
         candidate = _generate(t, search_id, sampled, retrieved)
     if rt.on_proposed:  # two pools: the next proposal may start while this one is evaluated
@@ -130,14 +135,14 @@ def run_round(search_id: str, round_no: int) -> dict:
         lesson, analysis_call = _analyze(t, search_id, sampled, candidate, scored)
     if lesson or analysis_call:
         with clock("lesson"):
-            t.persist_lesson(search_id, node, lesson, analysis_call)
+            t.persist_lesson(search_id, quote(node), lesson, quote(analysis_call))
     after_node = {k: v for k, v in clock.seconds.items() if k in ("analyze", "lesson")}
     return {**summary, "timings": {**summary["timings"], **after_node}}
 
 
 def _persist(t: RoundTasks, rt: Runtime, search_id: str, node: Node, scored: Scored, calls: list[LLMCall]) -> Node:
     try:
-        return t.persist(search_id, node, scored, calls)
+        return t.persist(search_id, quote(node), quote(scored), quote(calls))
     except Aborted:
         raise
     except Exception as exc:  # through every retry: a full disk, read-only storage... stop the search
@@ -166,7 +171,7 @@ def evaluator_outcome(scored: Scored) -> str | None:
 
 def _generate(t: RoundTasks, search_id: str, sampled, retrieved) -> Candidate:
     try:
-        return t.generate(search_id, sampled, retrieved)
+        return t.generate(search_id, quote(sampled), quote(retrieved))
     except LLMError as exc:  # the model stayed unreachable through every retry: record, go on
         return unavailable(get_runtime(search_id), sampled, exc)
 
@@ -175,14 +180,14 @@ def _evaluate(t: RoundTasks, rt: Runtime, search_id: str, candidate: Candidate) 
     if candidate.node.status == Status.REJECTED:
         return Scored(status=Status.REJECTED, error=candidate.node.error)
     try:
-        return t.evaluate(search_id, candidate)
+        return t.evaluate(search_id, quote(candidate))
     except InfraError as exc:
         return infra_failed(rt, candidate, exc)
 
 
 def _analyze(t: RoundTasks, search_id: str, sampled, candidate: Candidate, scored: Scored):
     try:
-        return t.analyze(search_id, sampled, candidate, scored)
+        return t.analyze(search_id, quote(sampled), quote(candidate), quote(scored))
     except LLMError as exc:
         return fallback_lesson(sampled, candidate, scored, exc)
 
