@@ -19,7 +19,7 @@ def round_line(summary: dict[str, Any]) -> str:
         detail = "  " + " ".join(str(summary["error"]).split())[:90]
     elif summary.get("score") is not None and summary.get("parent_score") is not None:
         detail = f"  ({fmt_delta(summary['score'] - summary['parent_score'])} vs parent {summary['parent']})"
-    seconds = sum(v for k, v in summary["timings"].items() if k not in ("llm", "evaluator"))
+    seconds = sum(v for k, v in summary["timings"].items() if k not in ("llm", "llm_rate_wait", "evaluator"))
     return (f"round {summary['round']:>4}  node {summary['node']:>5}  {status:<15} "
             f"score {fmt_score(summary.get('score')):>12}  best {fmt_score(summary.get('best')):>12}  "
             f"{seconds:5.2f}s{detail}")

@@ -121,6 +121,7 @@ class LLMReply(Frozen):
     completion_tokens: int | None = None
     cost_usd: float | None = None  # None when the provider's price is unknown, never 0 by default
     latency_s: float = 0.0
+    rate_wait_s: float = 0.0  # waited for api rate limits before its requests (not part of latency_s)
 
 
 class LLMCall(Frozen):

@@ -19,6 +19,7 @@ from evolveflow.evaluation.executors import EvaluationExecutor, LocalExecutor, o
 from evolveflow.evaluator_spec import evaluator_spec
 from evolveflow.experiment import Experiment
 from evolveflow.llm.offline import register_offline_provider
+from evolveflow.llm.rate_limit import Limiter, open_rate_limiter
 from evolveflow.near_duplicates import NearDuplicateIndex
 from evolveflow.prompts import Templates, load_templates
 from evolveflow.records import Sampled
@@ -64,6 +65,7 @@ class Runtime:
     on_proposed: Callable[[int], None] | None = None
     llm_slots: threading.Semaphore | None = None  # api.max_concurrency
     eval_slots: threading.Semaphore | None = None  # evaluation.concurrency
+    rate_limiter: Limiter | None = None  # api.requests_per_minute, tokens_per_minute, prefect_rate_limit
     # Sampling, visit counting, id allocation and dedup run under one lock so workers see
     # each other's choices: UCB statistics and deduplication are global, not per worker.
     tree_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -164,6 +166,7 @@ def open_runtime(experiment: Experiment, on_round: Callable[[dict], None] | None
             eval_slots=(threading.Semaphore(config.evaluation.concurrency)
                         if config.evaluation.concurrency else None),
         )
+        runtime.rate_limiter = open_rate_limiter(config.api, runtime.check_abort)  # waits end on abort
         if config.dedup.near_threshold is not None and embedder is not None:
             runtime.near_duplicates = NearDuplicateIndex(embedder, config.dedup.near_threshold)
             evaluated = [n.id for n in tree.summaries() if n.status.value in ("ok", "candidate_error")]
@@ -187,4 +190,6 @@ def close_runtime(runtime: Runtime) -> None:
     """Closes the stores and forgets the runtime."""
     _ACTIVE.pop(runtime.search_id, None)
     runtime.executor.close()
+    if runtime.rate_limiter is not None:
+        runtime.rate_limiter.close()
     runtime.tree.close()

@@ -195,10 +195,14 @@ def _analyze(t: RoundTasks, search_id: str, sampled, candidate: Candidate, score
 def _external_seconds(candidate: Candidate, scored: Scored, analysis_call: LLMCall | None) -> dict[str, float]:
     """Returns the time spent waiting on LLMs and on the evaluator (not framework time)."""
     calls = list(candidate.llm_calls) + ([analysis_call] if analysis_call else [])
-    return {
+    seconds = {
         "llm": round(sum(c.reply.latency_s for c in calls if c.reply), 6),
         "evaluator": round(sum(a.duration_s for a in scored.attempts), 6),
     }
+    rate_wait = sum(c.reply.rate_wait_s for c in calls if c.reply)
+    if rate_wait:  # only with api rate limits set, and only when they held a call back
+        seconds["llm_rate_wait"] = round(rate_wait, 6)
+    return seconds
 
 
 def round_summary(node: Node, parent: Node, timings: dict[str, float]) -> dict:

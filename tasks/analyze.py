@@ -43,7 +43,8 @@ def write_lesson(rt: Runtime, sampled: Sampled, candidate: Candidate, scored: Sc
     messages = build_analysis_messages(rt.templates, found, candidate.node.motivation, candidate.node.edit)
     billed = rt.unused_analysis.setdefault(candidate.node.id, [])
     with rt.slot(rt.llm_slots):
-        reply = call_llm(rt.config.api, messages, rt.config.api.analyst(), seed=None, purpose="analyze", billed=billed)
+        reply = call_llm(rt.config.api, messages, rt.config.api.analyst(), seed=None, purpose="analyze", billed=billed,
+                         limiter=rt.rate_limiter)
     return reply.text.strip(), LLMCall(purpose="analyze", reply=reply)
 
 

@@ -10,14 +10,16 @@ from prefect.cache_policies import NO_CACHE
 from evolveflow.config import ApiConfig
 from evolveflow.edits import REPLY_FORMAT, EditError, apply_proposal, code_hash, parse_reply, unified_diff
 from evolveflow.llm.client import complete
+from evolveflow.llm.rate_limit import Limiter
 from evolveflow.prompts import build_proposal_messages
 from evolveflow.records import Candidate, LLMCall, LLMReply, Node, Retrieved, Sampled, Status
 from evolveflow.runtime import Runtime, get_runtime
 
 
 def call_llm(api: ApiConfig, messages: list[dict], model: str, seed: int | None,
-             purpose: str = "propose", billed: list[LLMCall] | None = None) -> LLMReply:
-    """Returns one reply from the configured model, with retries and fallbacks.
+             purpose: str = "propose", billed: list[LLMCall] | None = None,
+             limiter: Limiter | None = None) -> LLMReply:
+    """Returns one reply from the configured model, with retries and fallbacks, within `limiter`'s rate.
 
     Replies that came back empty were paid for all the same: each is appended to `billed` as a
     failed call with its usage, also when the call ends in an error.
@@ -29,7 +31,7 @@ def call_llm(api: ApiConfig, messages: list[dict], model: str, seed: int | None,
             api_key=os.environ.get(api.api_key_env) if api.api_key_env else None,
             temperature=api.temperature, max_tokens=api.max_tokens, timeout_s=api.timeout_s,
             num_retries=api.num_retries, fallbacks=api.fallbacks, retry_backoff_s=api.retry_backoff_s,
-            seed=seed if api.seed is None else api.seed, ledger=empty,
+            seed=seed if api.seed is None else api.seed, ledger=empty, limiter=limiter,
         )
     finally:
         if billed is not None:
@@ -77,7 +79,8 @@ def propose(rt: Runtime, sampled: Sampled, retrieved: Sequence[Retrieved]) -> Ca
     replies = 0
     for attempt in range(config.api.max_reply_attempts):
         with rt.slot(rt.llm_slots):
-            reply = call_llm(config.api, messages, config.api.model, _seed(rt, sampled.node_id, attempt), billed=log)
+            reply = call_llm(config.api, messages, config.api.model, _seed(rt, sampled.node_id, attempt), billed=log,
+                             limiter=rt.rate_limiter)
         log.append(LLMCall(purpose="propose", reply=reply))
         replies += 1
         try:

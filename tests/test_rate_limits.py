@@ -366,3 +366,32 @@ def test_both_limits_combine():
         assert limiter.acquire(900).waited_s < 0.5  # settled through to the window
     finally:
         limiter.close()
+
+
+# -- a whole search ------------------------------------------------------------------------------
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_search_keeps_every_llm_request_within_requests_per_minute(tmp_path, monkeypatch, warm_litellm):
+    import os
+
+    from evolveflow.llm import rate_limit
+    from flows.search import evolve_search
+    from tests.support.openai_server import offline_responder
+    from tests.test_resilience_e2e import experiment, tree_of
+
+    monkeypatch.setattr(rate_limit, "MINUTE_S", 2.0)  # a 2 s "minute" keeps the test short
+    arrivals = Arrivals()
+    with FakeOpenAIServer(responder=offline_responder(), faults=arrivals) as srv:
+        experiment(tmp_path, 'def evaluate(program_path):\n    return {"score": -mse(load(program_path))}\n',
+                   f"api: {{model: openai/stub, analyzer_model: openai/stub, api_base: '{srv.base_url}', "
+                   "num_retries: 0, retry_backoff_s: 0.01, requests_per_minute: 2}\n"
+                   "pipeline: {parallel: {num_workers: 3}}\n")
+        monkeypatch.setitem(os.environ, "OPENAI_API_KEY", "x")
+        evolve_search(experiment="demo", rounds=4, root=str(tmp_path))
+    assert len(arrivals.times) >= 6  # proposals and analyses, under one budget
+    # Under a whole search (Prefect threads on 2 busy cores) litellm can take 0.3 s from the
+    # limiter's stamp to the server: judge with more slack than the calls above.
+    assert most_in_any_window(arrivals.times, [1] * len(arrivals.times), 2.0 - 0.5) <= 2
+    with tree_of(tmp_path) as tree:
+        waits = [tree.node(i).timings.get("llm_rate_wait", 0.0) for i in range(1, 5)]
+    assert any(w > 0 for w in waits), waits  # recorded with the round's other timings (none: absent)

@@ -120,7 +120,8 @@ def complete(
         if answer is not None:
             response, text = answer
             unusable_s = sum(r.latency_s for r in (ledger or [])[billed_before:])
-            return build_reply(response, text, name, time.monotonic() - started - unusable_s - tally.rate_wait_s)
+            return build_reply(response, text, name, time.monotonic() - started - unusable_s - tally.rate_wait_s,
+                               tally.rate_wait_s)
 
     error_class = EmptyReplyError if tally.last_was_empty else LLMError
     raise error_class(
@@ -292,7 +293,7 @@ def finish_reason(response: Any) -> str | None:
     return getattr(choices[0], "finish_reason", None) if choices else None
 
 
-def build_reply(response: Any, text: str, model: str, latency_s: float) -> LLMReply:
+def build_reply(response: Any, text: str, model: str, latency_s: float, rate_wait_s: float = 0.0) -> LLMReply:
     """Turn a litellm response into an LLMReply; `model` is the requested name that answered."""
     usage = getattr(response, "usage", None)
     return LLMReply(
@@ -302,6 +303,7 @@ def build_reply(response: Any, text: str, model: str, latency_s: float) -> LLMRe
         completion_tokens=getattr(usage, "completion_tokens", None),
         cost_usd=response_cost(response),
         latency_s=latency_s,
+        rate_wait_s=rate_wait_s,
     )
 
 
