@@ -54,3 +54,19 @@ def test_with_a_real_server_round_logs_go_to_the_api_and_the_console_stays_quiet
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
     apply_offline_defaults()
     assert [os.environ[k] for k in keys] == ["true", "INFO", "WARNING"]
+
+
+def test_csrf_token_fetches_are_off_only_for_the_temporary_server(monkeypatch):
+    """Prefect's temporary server has CSRF protection off: each round's token fetch would be wasted.
+    A user's own server (PREFECT_API_URL) may have it on: the client then keeps fetching tokens."""
+    from evolveflow.quiet import apply_offline_defaults
+
+    key = "PREFECT_CLIENT_CSRF_SUPPORT_ENABLED"
+    monkeypatch.delenv(key, raising=False)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    apply_offline_defaults()
+    assert os.environ[key] == "false"
+    monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+    apply_offline_defaults()
+    assert key not in os.environ
